@@ -1,0 +1,1 @@
+"""Prefect flows: thin recipes that compose operators into stages run on Ray."""

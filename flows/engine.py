@@ -1,0 +1,139 @@
+"""Where operators meet Ray: a stage runs one worker per unit (an input file or an upstream shard).
+
+The stage is a Ray Data pipeline over the list of pending units: `from_items` -> `map_batches` with a
+callable class, so a worker that loads a model (language ID, an embedder) loads it once per actor.
+Each unit writes its shards atomically and then its completion record (storage.shards), which is what
+makes a killed run resumable at unit granularity without duplicates.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from operators.base import StageStats
+from storage.manifest import Manifest, now
+from storage.shards import ShardWriter, completed_units, discard_partial_unit, mark_unit_done
+
+
+class UnitWorker(Protocol):
+    """Processes one unit into the writer; returns each operator's stats (name -> StageStats)."""
+
+    def __call__(self, rank: int, path: str, writer: ShardWriter) -> dict[str, StageStats]: ...
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+    """Connect to `address` (or RAY_ADDRESS), else start an embedded local Ray, quiet and lean."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+    from ray.data import DataContext
+
+    context = DataContext.get_current()
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+
+
+class _UnitRunner:
+    """The callable class Ray Data runs: builds the worker once per actor, then runs units."""
+
+    def __init__(self, stage: str, out_dir: str, make_worker: Callable[[], UnitWorker], keep_dropped_text: bool):
+        self.stage = stage
+        self.out_dir = out_dir
+        self.worker = make_worker()
+        self.keep_dropped_text = keep_dropped_text
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        records = []
+        for rank, path in zip(batch["rank"], batch["path"], strict=True):
+            rank = int(rank)
+            start = time.perf_counter()
+            discard_partial_unit(self.out_dir, self.stage, rank)
+            writer = ShardWriter(self.out_dir, self.stage, rank, keep_dropped_text=self.keep_dropped_text)
+            stats = self.worker(rank, str(path), writer)
+            record = {
+                "rank": rank,
+                "input": str(path),
+                "files": writer.close(),
+                "rows": writer.rows,
+                "operators": {name: s.to_dict() for name, s in stats.items()},
+                "seconds": round(time.perf_counter() - start, 4),
+                "finished": now(),
+            }
+            mark_unit_done(self.out_dir, self.stage, rank, record)
+            records.append(json.dumps(record))
+        return {"record": np.array(records, dtype=object)}
+
+
+def run_stage(stage: str, units: list[str], out_dir: str | Path, make_worker: Callable[[], UnitWorker], *,
+              num_cpus: float = 1.0, num_gpus: float = 0.0, max_actors: int | None = None,
+              keep_dropped_text: bool = True, progress: bool = True) -> list[dict]:
+    """Run `make_worker()` over every unit not yet completed; return all units' completion records."""
+    import ray
+    from ray.data import ActorPoolStrategy
+
+    out_dir = str(Path(out_dir).resolve())
+    done = completed_units(out_dir, stage)
+    pending = [{"rank": rank, "path": path} for rank, path in enumerate(units) if rank not in done]
+    if pending:
+        cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        actors = max(1, min(len(pending), max_actors or cpus, int(cpus // max(num_cpus, 0.01))))
+        dataset = ray.data.from_items(pending, override_num_blocks=len(pending)).map_batches(
+            _UnitRunner,
+            fn_constructor_args=(stage, out_dir, make_worker, keep_dropped_text),
+            batch_size=1,
+            compute=ActorPoolStrategy(min_size=1, max_size=actors),
+            num_cpus=num_cpus,
+            num_gpus=num_gpus,
+        )
+        bar = tqdm(total=len(units), initial=len(done), desc=stage, unit="unit", disable=not progress)
+        for row in dataset.iter_rows():
+            record = json.loads(row["record"])
+            done[record["rank"]] = record
+            bar.update(1)
+        bar.close()
+    return [done[rank] for rank in sorted(done)]
+
+
+def record_stage(manifest: Manifest, stage: str, units: list[str], records: list[dict]) -> None:
+    """Fold the units' completion records into the manifest's entry for the stage."""
+    entry = manifest.stage(stage)
+    per_operator: dict[str, StageStats] = {}
+    for record in records:
+        for name, stats in record["operators"].items():
+            per_operator.setdefault(name, StageStats()).merge(StageStats.from_dict(stats))
+    entry.operators = {name: stats.to_dict() for name, stats in per_operator.items()}
+    entry.counts = stage_counts(list(per_operator.values()))
+    entry.units = len(units)
+    entry.units_done = len(records)
+    entry.seconds = round(sum(r["seconds"] for r in records), 3)
+    entry.status = "complete" if len(records) == len(units) else "running"
+    entry.finished = now() if entry.status == "complete" else None
+
+
+def stage_counts(chain: list[StageStats]) -> dict[str, Any]:
+    """A chain's funnel in one record: what entered the first step, what left the last, all drops."""
+    if not chain:
+        return StageStats().to_dict()
+    total = StageStats(docs_in=chain[0].docs_in, chars_in=chain[0].chars_in, tokens_in=chain[0].tokens_in,
+                       docs_out=chain[-1].docs_out, chars_out=chain[-1].chars_out,
+                       tokens_out=chain[-1].tokens_out)
+    for stats in chain:
+        total.dropped.update(stats.dropped)
+        total.quarantined += stats.quarantined
+        total.seconds += stats.seconds
+    return total.to_dict()

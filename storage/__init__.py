@@ -1,0 +1,1 @@
+"""Storage: the document schema, Parquet shards, the run manifest and DuckDB views over them."""

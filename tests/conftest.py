@@ -1,0 +1,47 @@
+"""Session-wide fixtures: one local Ray, an isolated Prefect home, and the sample corpus."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLE_CORPUS = Path(os.environ.get("MIXFORGE_SAMPLE_CORPUS", REPO / "data" / "sample"))
+REGMIX_DATA = REPO.parent / "shared" / "data" / "regmix"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    home = Path(os.environ.get("PYTEST_PREFECT_HOME", "/tmp/mixforge-test-prefect"))
+    home.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("PREFECT_HOME", str(home))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("TQDM_DISABLE", "1")
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One embedded Ray for the whole test session (ray.init costs 5-10 s)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=1_000_000_000)
+    yield ray
+
+
+@pytest.fixture(scope="session")
+def sample_corpus() -> Path:
+    """The sample corpus that `make sample` builds (tests run after it)."""
+    if not (SAMPLE_CORPUS / "MANIFEST.json").exists():
+        raise RuntimeError(f"sample corpus missing at {SAMPLE_CORPUS}: run `make sample` first")
+    return SAMPLE_CORPUS
+
+
+@pytest.fixture(scope="session")
+def regmix_data() -> Path:
+    if not REGMIX_DATA.exists():
+        raise RuntimeError(f"RegMix data missing at {REGMIX_DATA} (expected ../shared/data/regmix)")
+    return REGMIX_DATA
