@@ -14,7 +14,7 @@ export PREFECT_HOME ?= $(CURDIR)/$(DATA)/prefect-home
 .PHONY: demo test setup venv system-deps sample lint bench clean
 
 demo: setup
-	$(BIN)/mixforge ingest $(SAMPLE)/web $(SAMPLE)/docs --out $(DEMO)
+	$(BIN)/mixforge ingest $(SAMPLE)/web/sample.warc.gz $(SAMPLE)/docs --out $(DEMO)
 	@echo ""
 	@echo "Done. The run is in $(DEMO): shards/, dropped/, quarantine/, manifest.json"
 	@echo "  $(BIN)/mixforge manifest $(DEMO)"

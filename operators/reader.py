@@ -1,0 +1,354 @@
+"""Corpus readers: one input file (local path or fsspec URL) -> Arrow batches in the document schema.
+
+The base class does what every format shares, once: opening through fsspec, gzip/zstd by extension,
+the size limit, quarantine rows for unreadable input, stable ids, batching into Arrow and the
+accounting. A format module writes two methods: `split` cuts the input into raw records with their
+offsets, and `parse` turns one raw record into text, url and metadata.
+
+Accounting: every record seen is a good document, a dropped one (a row with `drop_reason`) or one
+quarantine row, so `stats.docs_in == stats.docs_out + sum(stats.dropped.values()) + stats.quarantined`.
+A whole-file failure (cannot open, wrong Parquet schema, corrupt or cut stream) is one quarantine row
+and counts as one record seen. Records that are not documents at all (a WARC's request or warcinfo
+records, non-HTML responses) are not seen: they are counted in `skipped` by kind.
+"""
+
+from __future__ import annotations
+
+import inspect
+import io
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import ExitStack
+from typing import Any, BinaryIO, NamedTuple
+
+import fsspec
+import pyarrow as pa
+from fsspec.implementations.local import LocalFileSystem
+
+from operators.base import StageStats
+from storage.schema import DOCUMENT_SCHEMA, QUARANTINE_SCHEMA, STAGE_COLUMNS, document_id
+
+# What a reader emits: the document columns plus `drop_reason` (null = a good document).
+READ_SCHEMA = DOCUMENT_SCHEMA.append(pa.field("drop_reason", STAGE_COLUMNS["drop_reason"]))
+
+SNIPPET_CHARS = 200
+
+
+class ReadBatch(NamedTuple):
+    documents: pa.Table  # READ_SCHEMA
+    quarantine: pa.Table  # QUARANTINE_SCHEMA
+
+
+class Raw(NamedTuple):
+    """One record as cut from the input, before parsing."""
+
+    offset: int  # byte offset of the record (or row index where the format has no byte offsets)
+    n_bytes: int  # its size in the input, checked against max_doc_bytes before parsing
+    data: Any  # what `parse` needs (never parsed when the record is over the size limit)
+    head: bytes | str  # the record's first bytes, for quarantine snippets
+
+
+class Parsed(NamedTuple):
+    text: str
+    url: str | None = None
+    metadata: str | None = None  # the input's other fields, as a JSON object
+    drop_reason: str | None = None
+
+
+class RecordError(ValueError):
+    """A record that cannot be read; the rest of the input still is."""
+
+
+class InputError(Exception):
+    """The input cannot be read on from `offset` (corrupt or cut stream, wrong schema): stop the file."""
+
+    def __init__(self, offset: int | None, message: str) -> None:
+        super().__init__(message)
+        self.offset = offset
+
+
+class Reader:
+    """Reads one input file (local path or fsspec URL) into document batches."""
+
+    name = "reader"
+    # Whether the base decompresses by extension; WARC files are not, as warcio reads gzip members
+    # itself and their offsets are offsets in the compressed file (as in Common Crawl's index).
+    decompress = True
+
+    def __init__(self, batch_size: int = 2000, max_doc_bytes: int = 8 * 2**20,
+                 batch_chars: int = 64 * 2**20) -> None:
+        """Format readers take these as keywords next to their own options."""
+        self.batch_size = batch_size
+        self.max_doc_bytes = max_doc_bytes
+        self.batch_chars = batch_chars  # bounds a batch's memory when documents are large
+        self.stats = StageStats()
+        self.skipped: Counter = Counter()
+
+    def split(self, stream: BinaryIO) -> Iterator[Raw]:
+        """The input's records in order; raises InputError where the input stops being readable."""
+        raise NotImplementedError
+
+    def parse(self, raw: Raw) -> Parsed | None:
+        """One record's text, url and metadata; None if the record is no document (counted in `skipped`).
+        Raises RecordError (or anything else) for a bad record: it is quarantined and reading goes on."""
+        raise NotImplementedError
+
+    def __call__(self, path: str) -> Iterator[ReadBatch]:
+        start = time.perf_counter()
+        for batch in self._read(path):
+            self.stats.seconds += time.perf_counter() - start
+            yield batch
+            start = time.perf_counter()
+        self.stats.seconds += time.perf_counter() - start
+
+    def _read(self, path: str) -> Iterator[ReadBatch]:
+        fs, fs_path, source = resolve(path)
+        batch = _BatchBuilder(source, self.stats)
+        with ExitStack() as stack:
+            try:
+                stream = stack.enter_context(fs.open(fs_path, "rb"))
+                if self.decompress:
+                    stream = stack.enter_context(_decompressed(stream, fs_path))
+            except Exception as error:  # any failure to open is reported, not raised
+                batch.fail(None, f"cannot open {source}: {_describe(error)}")
+                yield batch.flush()
+                return
+            records = self.split(stream)
+            while True:
+                try:
+                    raw = next(records)
+                except StopIteration:
+                    break
+                except InputError as error:
+                    batch.fail(error.offset, str(error))
+                    break
+                except Exception as error:  # an unforeseen stream failure ends the file only
+                    batch.fail(None, f"unreadable input: {_describe(error)}")
+                    break
+                self._add(batch, raw)
+                if batch.full(self.batch_size, self.batch_chars):
+                    yield batch.flush()
+        if batch.rows:
+            yield batch.flush()
+
+    def _add(self, batch: _BatchBuilder, raw: Raw) -> None:
+        if raw.n_bytes > self.max_doc_bytes:
+            batch.fail(raw.offset, f"document of {raw.n_bytes} bytes exceeds max_doc_bytes={self.max_doc_bytes}",
+                       raw.head)
+            return
+        try:
+            parsed = self.parse(raw)
+        except RecordError as error:
+            batch.fail(raw.offset, str(error), raw.head)
+            return
+        except Exception as error:  # one bad record must not end the file
+            batch.fail(raw.offset, _describe(error), raw.head)
+            return
+        if parsed is None:
+            return
+        if parsed.drop_reason is None and (not parsed.text or parsed.text.isspace()):
+            parsed = parsed._replace(drop_reason="empty_text")
+        batch.add(raw.offset, parsed)
+
+
+def resolve(path: str) -> tuple[fsspec.AbstractFileSystem, str, str]:
+    """(filesystem, path within it, source): source is the absolute path for local files, else the URL."""
+    fs, fs_path = fsspec.core.url_to_fs(path)
+    source = fs_path if isinstance(fs, LocalFileSystem) else fs.unstrip_protocol(fs_path)
+    return fs, fs_path, source
+
+
+def _decompressed(stream: BinaryIO, path: str) -> BinaryIO:
+    path = path.lower()
+    if path.endswith(".gz"):
+        from isal import igzip  # ISA-L inflate: the same gzip, 2-3x faster than zlib
+
+        return igzip.IGzipFile(fileobj=stream, mode="rb")
+    if path.endswith((".zst", ".zstd")):
+        import zstandard
+
+        reader = zstandard.ZstdDecompressor().stream_reader(stream, read_across_frames=True)
+        return io.BufferedReader(reader, buffer_size=2**20)
+    return stream
+
+
+def decode_text(data: bytes) -> str:
+    """UTF-8, else the charset cchardet detects (datatrove's WarcReader does the same)."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        import cchardet
+
+        charset = cchardet.detect(data)["encoding"]
+        if not charset or charset.lower().replace("-", "") == "utf8":
+            raise RecordError(f"invalid UTF-8 at byte {error.start} and no other charset detected") from None
+        try:
+            return data.decode(charset)
+        except (UnicodeDecodeError, LookupError):
+            raise RecordError(f"invalid UTF-8 at byte {error.start}, and not {charset} either") from None
+
+
+def snippet(head: bytes | str | None) -> str | None:
+    if head is None:
+        return None
+    if isinstance(head, bytes):
+        head = head[: 4 * SNIPPET_CHARS].decode("utf-8", errors="replace")
+    return head[:SNIPPET_CHARS]
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"
+
+
+class _BatchBuilder:
+    """Columns of one batch being filled, for documents and quarantine rows of one source; counts each row
+    into the reader's stats as it comes (str lengths are free here, an Arrow pass later is not)."""
+
+    def __init__(self, source: str, stats: StageStats) -> None:
+        self.source = source
+        self.stats = stats
+        self._reset()
+
+    def _reset(self) -> None:
+        self.ids: list[str] = []
+        self.texts: list[str] = []
+        self.urls: list[str | None] = []
+        self.offsets: list[int] = []
+        self.metadata: list[str | None] = []
+        self.drop_reasons: list[str | None] = []
+        self.failures: list[dict] = []
+        self.chars = 0
+
+    @property
+    def rows(self) -> int:
+        return len(self.ids) + len(self.failures)
+
+    def full(self, batch_size: int, batch_chars: int) -> bool:
+        return self.rows >= batch_size or self.chars >= batch_chars
+
+    def add(self, offset: int, parsed: Parsed) -> None:
+        self.ids.append(document_id(self.source, offset))
+        self.texts.append(parsed.text)
+        self.urls.append(parsed.url)
+        self.offsets.append(offset)
+        self.metadata.append(parsed.metadata)
+        self.drop_reasons.append(parsed.drop_reason)
+        chars = len(parsed.text)
+        self.chars += chars
+        self.stats.docs_in += 1
+        self.stats.chars_in += chars
+        if parsed.drop_reason is None:
+            self.stats.docs_out += 1
+            self.stats.chars_out += chars
+        else:
+            self.stats.dropped[parsed.drop_reason] += 1
+
+    def fail(self, offset: int | None, error: str, head: bytes | str | None = None) -> None:
+        self.failures.append({"source": self.source, "offset": offset, "error": error, "snippet": snippet(head)})
+        self.stats.docs_in += 1
+        self.stats.quarantined += 1
+
+    def flush(self) -> ReadBatch:
+        documents = pa.Table.from_arrays(
+            [
+                pa.array(self.ids, pa.string()),
+                pa.array(self.texts, pa.large_string()),
+                pa.array(self.urls, pa.string()),
+                pa.array([self.source] * len(self.ids), pa.string()),
+                pa.array(self.offsets, pa.int64()),
+                pa.array(self.metadata, pa.string()),
+                pa.array(self.drop_reasons, pa.string()),
+            ],
+            schema=READ_SCHEMA,
+        )
+        quarantine = pa.Table.from_pylist(self.failures, schema=QUARANTINE_SCHEMA)
+        self._reset()
+        return ReadBatch(documents, quarantine)
+
+
+# Extensions each reader takes, with the compression suffixes the base decompresses.
+_COMPRESSED = ("", ".gz", ".zst", ".zstd")
+READER_EXTENSIONS: dict[str, tuple[str, ...]] = {
+    "read_jsonl": tuple(ext + c for ext in (".jsonl", ".json", ".ndjson") for c in _COMPRESSED),
+    "read_parquet": (".parquet",),
+    "read_wet": (".wet", ".wet.gz"),  # before WARC, so .warc.wet.gz is read as WET
+    "read_warc": (".warc", ".warc.gz"),
+}
+
+
+def _reader_classes() -> dict[str, type[Reader]]:
+    # imported here: the format modules import this one
+    from operators.read_jsonl import JsonlReader
+    from operators.read_parquet import ParquetReader
+    from operators.read_warc import WarcReader, WetReader
+
+    return {cls.name: cls for cls in (JsonlReader, ParquetReader, WetReader, WarcReader)}
+
+
+def reader_name(path: str) -> str | None:
+    """The reader for `path` by its extension, or None if no reader takes it."""
+    lowered = path.lower()
+    for name, extensions in READER_EXTENSIONS.items():
+        if lowered.endswith(extensions):
+            return name
+    return None
+
+
+def reader_for(path: str, **options: Any) -> Reader:
+    """A reader for `path`, chosen by extension. Each reader gets the options its constructor takes, so
+    one set of options (text_key=..., batch_size=...) serves mixed inputs; an option no reader takes is
+    an error."""
+    classes = _reader_classes()
+    common = set(inspect.signature(Reader.__init__).parameters) - {"self"}
+    accepted = {name: common | set(inspect.signature(cls.__init__).parameters) - {"self", "options"}
+                for name, cls in classes.items()}
+    unknown = set(options) - set().union(*accepted.values())
+    if unknown:
+        raise TypeError(f"unknown reader option(s): {', '.join(sorted(unknown))}")
+    name = reader_name(path)
+    if name is None:
+        raise _unknown_extension(path)
+    return classes[name](**{k: v for k, v in options.items() if k in accepted[name]})
+
+
+def _unknown_extension(path: str) -> ValueError:
+    known = ", ".join(ext for exts in READER_EXTENSIONS.values() for ext in exts)
+    return ValueError(f"no reader for {path!r}: known extensions are {known}")
+
+
+def expand_inputs(inputs: list[str]) -> list[str]:
+    """Input files from paths, directories (recursive), globs and fsspec URLs (s3://, gs://, memory://,
+    file://, globs included). Directories and globs contribute the files a reader takes, leaving out
+    hidden ones (a name or folder starting with "." or "_": temp files, _SUCCESS, _progress) and plain
+    .json files (manifests and configs far more often than JSONL; name one to read it). Local files come
+    back as absolute paths, others as full URLs; sorted and deduplicated. An input that matches nothing,
+    or a file named explicitly that no reader takes, is an error before anything is read."""
+    found: set[str] = set()
+    for item in inputs:
+        fs, fs_path, _ = resolve(item)
+        if any(char in fs_path for char in "*?["):  # a glob
+            matches = [p for m in fs.glob(fs_path) for p in _walk(fs, m)]
+        elif fs.isdir(fs_path):
+            matches = _walk(fs, fs_path)
+        elif fs.exists(fs_path):
+            if reader_name(fs_path) is None:
+                raise _unknown_extension(item)
+            matches = [fs_path]
+        else:
+            raise FileNotFoundError(f"input not found: {item}")
+        if not matches:
+            raise FileNotFoundError(f"no input files with a known extension match {item!r}")
+        found.update(p if isinstance(fs, LocalFileSystem) else fs.unstrip_protocol(p) for p in matches)
+    return sorted(found)
+
+
+def _walk(fs: fsspec.AbstractFileSystem, path: str) -> list[str]:
+    """The input files at or under `path`."""
+    root = path.rstrip("/")
+    if fs.isdir(root):
+        files = fs.find(root)
+    else:
+        files, root = [root], root.rsplit("/", 1)[0]
+    return [f for f in files if reader_name(f) and not f.endswith(".json")
+            and not any(part.startswith((".", "_")) for part in f[len(root):].split("/") if part)]
