@@ -41,11 +41,6 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         ray.init(address=address, log_to_driver=False)
     else:
         ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
-    from ray.data import DataContext
-
-    context = DataContext.get_current()
-    context.enable_progress_bars = False
-    context.print_on_execution_start = False
 
 
 class _UnitRunner:
@@ -84,8 +79,11 @@ def run_stage(stage: str, units: list[str], out_dir: str | Path, make_worker: Ca
               keep_dropped_text: bool = True, progress: bool = True) -> list[dict]:
     """Run `make_worker()` over every unit not yet completed; return all units' completion records."""
     import ray
-    from ray.data import ActorPoolStrategy
+    from ray.data import ActorPoolStrategy, DataContext
 
+    context = DataContext.get_current()  # our own progress bar replaces Ray Data's logging
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
     out_dir = str(Path(out_dir).resolve())
     done = completed_units(out_dir, stage)
     pending = [{"rank": rank, "path": path} for rank, path in enumerate(units) if rank not in done]
@@ -113,11 +111,14 @@ def record_stage(manifest: Manifest, stage: str, units: list[str], records: list
     """Fold the units' completion records into the manifest's entry for the stage."""
     entry = manifest.stage(stage)
     per_operator: dict[str, StageStats] = {}
+    total = StageStats()
     for record in records:
-        for name, stats in record["operators"].items():
-            per_operator.setdefault(name, StageStats()).merge(StageStats.from_dict(stats))
+        chain = [StageStats.from_dict(stats) for stats in record["operators"].values()]
+        total.merge(StageStats.from_dict(stage_counts(chain)))
+        for name, stats in zip(record["operators"], chain, strict=True):
+            per_operator.setdefault(name, StageStats()).merge(stats)
     entry.operators = {name: stats.to_dict() for name, stats in per_operator.items()}
-    entry.counts = stage_counts(list(per_operator.values()))
+    entry.counts = total.to_dict()
     entry.units = len(units)
     entry.units_done = len(records)
     entry.seconds = round(sum(r["seconds"] for r in records), 3)
@@ -126,7 +127,9 @@ def record_stage(manifest: Manifest, stage: str, units: list[str], records: list
 
 
 def stage_counts(chain: list[StageStats]) -> dict[str, Any]:
-    """A chain's funnel in one record: what entered the first step, what left the last, all drops."""
+    """One unit's funnel through its operator chain: what entered the first step, what left the last,
+    and every step's drops. (Units are summed after this, since different units may use different
+    operators, e.g. one reader per input format.)"""
     if not chain:
         return StageStats().to_dict()
     total = StageStats(docs_in=chain[0].docs_in, chars_in=chain[0].chars_in, tokens_in=chain[0].tokens_in,

@@ -15,8 +15,11 @@ import duckdb
 import pyarrow as pa
 
 from storage.manifest import load_manifest
+from storage.schema import DOCUMENT_SCHEMA, QUARANTINE_SCHEMA, STAGE_COLUMNS
 
 READ_ONLY_STATEMENTS = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
+DROPPED_SCHEMA = DOCUMENT_SCHEMA.append(pa.field("drop_reason", STAGE_COLUMNS["drop_reason"]))
+_DUCKDB_TYPES = {"int64": "BIGINT", "string": "VARCHAR", "large_string": "VARCHAR"}
 
 
 class QueryRefused(ValueError):
@@ -38,10 +41,12 @@ def view_sources(run_dir: Path) -> dict[str, str]:
     final = manifest.final_stage if manifest and manifest.final_stage in stages else (stages[-1] if stages else None)
     if final:
         views["docs"] = f"SELECT * FROM stage_{final}"
-    for kind in ("dropped", "quarantine"):
+    for kind, schema in (("dropped", DROPPED_SCHEMA), ("quarantine", QUARANTINE_SCHEMA)):
         if any((run_dir / kind).glob("*/*.parquet")):
             views[kind] = (f"SELECT * FROM read_parquet('{_glob(run_dir / kind)}/*/*.parquet', "
                            "union_by_name=true, hive_partitioning=false, filename=true)")
+        else:  # an empty view, so queries over a run with nothing dropped still answer
+            views[kind] = _empty_select(schema)
     for name, path in (("clusters", run_dir / "clusters" / "clusters.parquet"),
                        ("centroids", run_dir / "clusters" / "centroids.parquet")):
         if path.exists():
@@ -49,6 +54,11 @@ def view_sources(run_dir: Path) -> dict[str, str]:
     if any((run_dir / "embeddings").glob("**/*.parquet")):
         views["embeddings"] = f"SELECT * FROM read_parquet('{_glob(run_dir / 'embeddings')}/**/*.parquet')"
     return views
+
+
+def _empty_select(schema: pa.Schema) -> str:
+    columns = ", ".join(f"NULL::{_DUCKDB_TYPES.get(str(f.type), 'VARCHAR')} AS {f.name}" for f in schema)
+    return f"SELECT {columns} WHERE false"
 
 
 def open_catalog(run_dir: str | Path) -> duckdb.DuckDBPyConnection:

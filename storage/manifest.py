@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import fsspec
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from storage.shards import write_json_atomic
 
@@ -45,6 +45,8 @@ class StageRecord(BaseModel):
 
 
 class Manifest(BaseModel):
+    model_config = ConfigDict(validate_assignment=True)
+
     run_id: str = Field(default_factory=lambda: uuid.uuid4().hex[:12])
     created: str = Field(default_factory=lambda: now())
     updated: str = Field(default_factory=lambda: now())

@@ -1,0 +1,235 @@
+"""The `curate` flow: read -> language ID + heuristic filters -> exact dedup -> MinHash dedup -> tokenize.
+
+Each stage is a Prefect task (with retries) that runs Ray Data through flows.engine; every unit of a stage
+(an input file, then an upstream shard) writes its shards atomically and then its completion record, and
+the dedup drivers keep their own unit logs. So rerunning a killed run with the same config and `out` skips
+what completed and ends with output identical to an uninterrupted run. Exact dedup writes its own stage so
+that MinHash compares only documents that survived it (a cluster's kept document is then always live).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import Counter
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact
+
+from flows.config import RunConfig, load_config
+from flows.engine import init_ray, record_stage, run_stage
+from flows.ingest import STAGE as READ
+from flows.ingest import describe_inputs, read_stage
+from operators.base import Operator, OperatorChain, StageStats
+from operators.dup_clusters import DedupResult
+from operators.exact_dedup import exact_dedup
+from operators.minhash_dedup import minhash_dedup
+from operators.reader import expand_inputs
+from operators.tokenize import Tokenize
+from storage.manifest import Manifest, describe, load_manifest, package_versions, save_manifest
+from storage.shards import ShardWriter, stage_files
+
+FILTER, EXACT, MINHASH, TOKENIZE = "filter", "exact_dedup", "minhash_dedup", "tokenize"
+BATCH_ROWS = 4096
+
+
+class RunMismatch(ValueError):
+    """The run directory holds a run of another config or other inputs: resuming it would mix the two."""
+
+
+class ChainWorker:
+    """One upstream shard through an operator chain: kept rows to the stage's shards, drops to `dropped/`."""
+
+    def __init__(self, operators_for: Callable[[int], list[Operator]]):
+        self.operators_for = operators_for
+
+    def __call__(self, rank: int, path: str, writer: ShardWriter) -> dict[str, StageStats]:
+        operators = self.operators_for(rank)
+        for operator in operators:  # operators built once per actor serve many units; count each unit apart
+            operator.stats = StageStats()
+        chain = OperatorChain(operators)
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS):
+            kept, dropped = chain(pa.Table.from_batches([batch]))
+            writer.write(kept, dropped)
+        return chain.stats()
+
+
+def filter_operators(config: RunConfig) -> list[Operator]:
+    """Token counter (optional), language ID, then the enabled filters, in the config's order."""
+    operators: list[Operator] = []
+    if config.tokenize.count_before_filters:
+        operators.append(Tokenize(encoding=config.tokenize.encoding))
+    if config.langid.enabled:
+        operators.append(config.langid.build())
+    operators.extend(section.build() for section in config.filters.enabled())
+    return operators
+
+
+def filter_worker(config: RunConfig) -> ChainWorker:
+    operators = filter_operators(config)  # runs inside the actor: models load once per actor
+    return ChainWorker(lambda rank: operators)
+
+
+def mark_worker(result: DedupResult) -> ChainWorker:
+    return ChainWorker(lambda rank: [result.marker(rank)])
+
+
+def tokenize_worker(config: RunConfig, out: str) -> ChainWorker:
+    token_dir = str(Path(out) / "tokens") if config.tokenize.write_token_shards else None
+    return ChainWorker(lambda rank: [Tokenize(encoding=config.tokenize.encoding, token_dir=token_dir, rank=rank)])
+
+
+@task(name="filter", retries=2, retry_delay_seconds=5)
+def filter_stage(units: list[str], out: str, config: RunConfig, progress: bool) -> list[dict]:
+    return run_stage(FILTER, units, out, functools.partial(filter_worker, config), progress=progress)
+
+
+@task(name="exact-dedup", retries=2, retry_delay_seconds=5)
+def exact_dedup_stage(units: list[str], out: str, progress: bool) -> list[dict]:
+    result = exact_dedup(units, Path(out) / "_dedup")
+    return run_stage(EXACT, units, out, functools.partial(mark_worker, result), progress=progress)
+
+
+@task(name="minhash-dedup", retries=2, retry_delay_seconds=5)
+def minhash_dedup_stage(units: list[str], out: str, config: RunConfig, progress: bool) -> list[dict]:
+    result = minhash_dedup(units, Path(out) / "_dedup", config.dedup.minhash.build())
+    return run_stage(MINHASH, units, out, functools.partial(mark_worker, result), progress=progress)
+
+
+@task(name="tokenize", retries=2, retry_delay_seconds=5)
+def tokenize_stage(units: list[str], out: str, config: RunConfig, progress: bool) -> list[dict]:
+    return run_stage(TOKENIZE, units, out, functools.partial(tokenize_worker, config, out), progress=progress)
+
+
+@flow(name="curate", log_prints=True)
+def curate(config: RunConfig | str, out: str, ray_address: str | None = None, progress: bool = True) -> dict:
+    """Curate the config's inputs into `<out>/shards/tokenize`, resuming whatever an earlier attempt finished.
+
+    `out` may name the scheduled date ({date}: YYYY-MM-DD, {time}: HHMMSS, UTC), so each scheduled run of a
+    deployment writes its own directory and a retry of the same run resumes it.
+    """
+    run_config = config if isinstance(config, RunConfig) else load_config(config)
+    out_dir = Path(scheduled_path(out))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = expand_inputs(run_config.inputs.paths)
+    manifest = open_run(out_dir, run_config, describe_inputs(files))
+    init_ray(ray_address or run_config.ray.address, run_config.ray.num_cpus)
+
+    reader_options = {"text_key": run_config.inputs.text_key, "max_doc_bytes": run_config.inputs.max_doc_bytes}
+    records = read_stage(files, str(out_dir), reader_options, progress)
+    units = finish_stage(manifest, out_dir, READ, files, records)
+
+    if filter_operators_configured(run_config):
+        records = filter_stage(units, str(out_dir), run_config, progress)
+        units = finish_stage(manifest, out_dir, FILTER, units, records)
+    if run_config.dedup.exact.enabled:
+        records = exact_dedup_stage(units, str(out_dir), progress)
+        units = finish_stage(manifest, out_dir, EXACT, units, records)
+    if run_config.dedup.minhash.enabled:
+        records = minhash_dedup_stage(units, str(out_dir), run_config, progress)
+        units = finish_stage(manifest, out_dir, MINHASH, units, records)
+    records = tokenize_stage(units, str(out_dir), run_config, progress)
+    finish_stage(manifest, out_dir, TOKENIZE, units, records)
+
+    manifest.final_stage = TOKENIZE
+    save_manifest(manifest, out_dir)
+    report = funnel_markdown(manifest, out_dir)
+    create_markdown_artifact(markdown=report, key="curate-funnel", description=f"curate run {manifest.run_id}")
+    print(describe(manifest))
+    return {name: record.counts for name, record in manifest.stages.items()}
+
+
+def scheduled_path(out: str) -> str:
+    """`out` with {date} and {time} filled from the flow run's scheduled start (now, outside a flow run)."""
+    if "{" not in out:
+        return out
+    from prefect.runtime import flow_run
+
+    when = flow_run.scheduled_start_time or datetime.now(UTC)
+    when = when.astimezone(UTC)
+    return out.format(date=when.strftime("%Y-%m-%d"), time=when.strftime("%H%M%S"))
+
+
+def filter_operators_configured(config: RunConfig) -> bool:
+    return config.tokenize.count_before_filters or config.langid.enabled or bool(config.filters.enabled())
+
+
+def open_run(out_dir: Path, config: RunConfig, inputs: list[dict]) -> Manifest:
+    """The run's manifest: a new one, or the one an earlier attempt left if it had the same config and inputs."""
+    manifest = load_manifest(out_dir)
+    if manifest is None:
+        manifest = Manifest(command="curate")
+    else:
+        earlier = {key: value for key, value in manifest.config.items() if key != "ray"}
+        if manifest.command != "curate" or earlier != config.fingerprint():
+            raise RunMismatch(f"{out_dir} holds a run with another config ({manifest.command or 'unknown'} "
+                              f"{manifest.run_id}); resume it with that config or curate into a new --out")
+        if [f.model_dump() for f in manifest.inputs] != inputs:
+            raise RunMismatch(f"the inputs changed since run {manifest.run_id} in {out_dir} started; "
+                              "curate into a new --out")
+    manifest.config = config.model_dump(mode="json")
+    manifest.versions = package_versions()
+    manifest.inputs = inputs
+    save_manifest(manifest, out_dir)
+    return manifest
+
+
+def finish_stage(manifest: Manifest, out_dir: Path, stage: str, units: list[str], records: list[dict]) -> list[str]:
+    """Fold the stage into the manifest; return its shards, the next stage's units."""
+    record_stage(manifest, stage, units, records)
+    counts = manifest.stages[stage].counts
+    counter = manifest.stages[stage].operators.get(Tokenize.name)
+    if counter and not counts["tokens_in"]:
+        counts["tokens_in"] = counter["tokens_out"]  # the stage counted tokens first: its input in tokens
+    save_manifest(manifest, out_dir)
+    return [str(path) for path in stage_files(out_dir, "shards", stage)]
+
+
+def drops_by_reason(out_dir: Path, stage: str) -> dict[str, tuple[int, int]]:
+    """reason -> (documents, tokens) of a stage's dropped shards (tokens 0 where they were not counted)."""
+    docs: Counter = Counter()
+    tokens: Counter = Counter()
+    for path in stage_files(out_dir, "dropped", stage):
+        columns = [c for c in ("drop_reason", "n_tokens") if c in pq.read_schema(path).names]
+        table = pq.read_table(path, columns=columns)
+        if "n_tokens" not in columns:
+            docs.update(table.column("drop_reason").to_pylist())
+            continue
+        for row in table.group_by("drop_reason").aggregate([("n_tokens", "sum"), ("n_tokens", "count")]).to_pylist():
+            docs[row["drop_reason"]] += row["n_tokens_count"]
+            tokens[row["drop_reason"]] += row["n_tokens_sum"] or 0
+    return {reason: (docs[reason], tokens[reason]) for reason in docs}
+
+
+def funnel_markdown(manifest: Manifest, out_dir: Path) -> str:
+    """The run's funnel: documents and tokens in and out of each stage and step, and every drop by reason."""
+    lines = [f"# curate run `{manifest.run_id}`", "",
+             "| stage | docs in | docs out | dropped | quarantined | tokens in | tokens out | seconds |",
+             "|---|--:|--:|--:|--:|--:|--:|--:|"]
+    for name, record in manifest.stages.items():
+        c = record.counts
+        lines.append(f"| {name} | {c['docs_in']:,} | {c['docs_out']:,} | {sum(c['dropped'].values()):,} | "
+                     f"{c['quarantined']:,} | {_tokens(c['tokens_in'])} | {_tokens(c['tokens_out'])} | "
+                     f"{record.seconds:,.1f} |")
+    lines += ["", "## Steps", "", "| stage | step | docs in | docs out | tokens out | docs/s per core |",
+              "|---|---|--:|--:|--:|--:|"]
+    for name, record in manifest.stages.items():
+        for step, s in record.operators.items():
+            rate = f"{s['docs_in'] / s['seconds']:,.0f}" if s["seconds"] else "-"
+            lines.append(f"| {name} | {step} | {s['docs_in']:,} | {s['docs_out']:,} | {_tokens(s['tokens_out'])} | "
+                         f"{rate} |")
+    lines += ["", "## Drops by reason", "", "| stage | reason | docs | tokens | share of stage input |",
+              "|---|---|--:|--:|--:|"]
+    for name, record in manifest.stages.items():
+        for reason, (docs, tokens) in sorted(drops_by_reason(out_dir, name).items(), key=lambda kv: -kv[1][0]):
+            share = docs / record.counts["docs_in"] if record.counts["docs_in"] else 0.0
+            lines.append(f"| {name} | {reason} | {docs:,} | {_tokens(tokens)} | {share:.1%} |")
+    return "\n".join(lines) + "\n"
+
+
+def _tokens(n: int) -> str:
+    return f"{n:,}" if n else "-"
