@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,30 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("TQDM_DISABLE", "1")
+    # A local S3-compatible server (moto) for object-storage tests. Its endpoint is fixed before any
+    # Ray worker starts, so workers inherit it the way a real cluster's nodes get their settings.
+    os.environ.setdefault("MIXFORGE_TEST_S3_PORT", str(_free_port()))
+    os.environ.setdefault("AWS_ENDPOINT_URL", f"http://127.0.0.1:{os.environ['MIXFORGE_TEST_S3_PORT']}")
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's S3-compatible server on loopback (a real HTTP server speaking the S3 protocol)."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=int(os.environ["MIXFORGE_TEST_S3_PORT"]))
+    server.start()
+    yield os.environ["AWS_ENDPOINT_URL"]
+    server.stop()
 
 
 @pytest.fixture(scope="session")
