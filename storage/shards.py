@@ -33,7 +33,7 @@ def write_table_atomic(table: pa.Table, path: Path, row_group_rows: int = ROW_GR
 def write_json_atomic(data: dict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
+    tmp.write_text(json.dumps(data, indent=2, default=str))
     os.replace(tmp, path)
 
 

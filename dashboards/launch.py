@@ -1,0 +1,156 @@
+"""Start a deployed flow from the dashboard through the Prefect API, and follow its run's state.
+
+The form comes from the deployment's own parameter schema, so it follows the flow's signature as it
+changes. Without a reachable server or deployment the caller gets PrefectUnavailable, one line that
+says which and what to do; the app never starts an ephemeral server of its own.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+import streamlit as st
+
+FINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"}
+
+
+class PrefectUnavailable(RuntimeError):
+    """No server, an unreachable one, or no deployment of the flow; the message says which."""
+
+
+class ParameterError(ValueError):
+    """A form value that cannot be the parameter it is for; the message names the parameter."""
+
+
+@dataclass
+class Deployment:
+    name: str  # "flow/deployment", as run_deployment spells it
+    id: UUID
+    defaults: dict[str, Any] = field(default_factory=dict)
+    schema: dict[str, dict] = field(default_factory=dict)  # parameter -> its JSON schema
+    required: list[str] = field(default_factory=list)
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text[:300]
+
+
+def find_deployments(flow_name: str) -> list[Deployment]:
+    """Deployments of `flow_name` on the configured Prefect server."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+    from prefect.settings import PREFECT_API_URL
+
+    api = PREFECT_API_URL.value()
+    if not api:
+        raise PrefectUnavailable(f"No Prefect server configured (PREFECT_API_URL is not set): start one with "
+                                 f"`prefect server start`, deploy `{flow_name}`, and restart the dashboard.")
+    try:
+        with get_client(sync_client=True) as client:
+            unhealthy = client.api_healthcheck()
+            if unhealthy is not None:
+                raise PrefectUnavailable(f"The Prefect server at {api} is not reachable: {_one_line(unhealthy)}")
+            found = client.read_deployments(flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])))
+    except PrefectUnavailable:
+        raise
+    except Exception as error:  # the server's or the network's failure, whatever its class
+        raise PrefectUnavailable(f"The Prefect server at {api} did not answer: {_one_line(error)}") from None
+    if not found:
+        raise PrefectUnavailable(f"The Prefect server at {api} has no deployment of `{flow_name}`: deploy it first.")
+    return [Deployment(name=f"{flow_name}/{d.name}", id=d.id, defaults=dict(d.parameters or {}),
+                       schema=dict((d.parameter_openapi_schema or {}).get("properties", {})),
+                       required=list((d.parameter_openapi_schema or {}).get("required", [])))
+            for d in found]
+
+
+def launch(deployment: Deployment, parameters: dict[str, Any]) -> UUID:
+    """Create a flow run of the deployment with these parameters; its id."""
+    from prefect.client.orchestration import get_client
+
+    try:
+        with get_client(sync_client=True) as client:
+            return client.create_flow_run_from_deployment(deployment.id, parameters=parameters).id
+    except Exception as error:  # e.g. the server rejected the parameters
+        raise PrefectUnavailable(f"Prefect refused the run: {_one_line(error)}") from None
+
+
+def flow_run_state(run_id: UUID) -> tuple[str, str]:
+    """(state type, state name) of a flow run, e.g. ("RUNNING", "Running")."""
+    from prefect.client.orchestration import get_client
+
+    try:
+        with get_client(sync_client=True) as client:
+            run = client.read_flow_run(run_id)
+    except Exception as error:
+        raise PrefectUnavailable(f"Could not read the flow run's state: {_one_line(error)}") from None
+    if run.state is None:
+        return "PENDING", "Pending"
+    return run.state.type.value, run.state.name
+
+
+def ui_link(run_id: UUID) -> str | None:
+    from prefect.settings import PREFECT_UI_URL
+
+    ui = PREFECT_UI_URL.value()
+    return f"{ui}/runs/flow-run/{run_id}" if ui else None
+
+
+def _kind(schema: dict) -> str:
+    """The JSON type of a parameter; Optional[X] (anyOf X, null) counts as X."""
+    if "type" in schema:
+        return schema["type"]
+    kinds = [s.get("type") for s in schema.get("anyOf", []) if s.get("type") not in (None, "null")]
+    return kinds[0] if len(kinds) == 1 else "json"
+
+
+def parameter_form(deployment: Deployment, key: str, prefill: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Widgets for the deployment's parameters (inside a form); their raw values by parameter.
+
+    `prefill` gives values for parameters that have no default (e.g. the run directory the dashboard shows).
+    """
+    ordered = sorted(deployment.schema.items(), key=lambda item: item[1].get("position", 0))
+    values: dict[str, Any] = {}
+    for name, schema in ordered:
+        default = deployment.defaults.get(name, schema.get("default", (prefill or {}).get(name)))
+        label = schema.get("title", name) + (" (required)" if name in deployment.required else "")
+        help_text = schema.get("description")
+        kind = _kind(schema)
+        widget_key = f"{key}_{deployment.name}_{name}"
+        if kind == "boolean":
+            values[name] = st.checkbox(label, value=bool(default), help=help_text, key=widget_key)
+        elif kind == "string":
+            values[name] = st.text_input(label, value="" if default is None else str(default), help=help_text,
+                                         key=widget_key)
+        elif kind in ("integer", "number") and isinstance(default, int | float):
+            step = 1 if kind == "integer" else None
+            values[name] = st.number_input(label, value=default, step=step, help=help_text, key=widget_key)
+        else:
+            shown = "" if default is None else json.dumps(default)
+            values[name] = st.text_input(f"{label} (JSON)", value=shown, help=help_text, key=widget_key)
+    return values
+
+
+def parse_parameters(deployment: Deployment, raw: dict[str, Any]) -> dict[str, Any]:
+    """Form values as parameters: JSON decoded, empty fields left to the deployment's defaults."""
+    parameters: dict[str, Any] = {}
+    for name, value in raw.items():
+        kind = _kind(deployment.schema.get(name, {}))
+        if isinstance(value, bool | int | float) or (kind == "string" and value != ""):
+            parameters[name] = value
+            continue
+        if not str(value).strip():
+            continue
+        try:
+            parameters[name] = json.loads(value)
+        except json.JSONDecodeError as error:
+            raise ParameterError(f"parameter '{name}': not valid JSON ({error.msg}): {value[:80]}") from None
+        if kind in ("integer", "number") and not isinstance(parameters[name], int | float):
+            raise ParameterError(f"parameter '{name}' must be a number, got {value[:80]}")
+    missing = [n for n in deployment.required if n not in parameters and n not in deployment.defaults]
+    if missing:
+        raise ParameterError(f"required parameter(s) missing: {', '.join(missing)}")
+    return parameters
