@@ -76,7 +76,9 @@ def write_metrics(metrics: pd.DataFrame, path: str | Path) -> Path:
 def export_mixture(weights: Mapping[str, float], path: str | Path, **extra: object) -> Path:
     """The chosen mixture as YAML or JSON (by suffix): `weights` plus whatever context is passed."""
     path = Path(path)
-    doc = {"weights": {k: round(float(v), 6) for k, v in weights.items()}, **extra}
+    # through JSON so numpy scalars in the context become plain numbers YAML can write
+    doc = json.loads(json.dumps({"weights": {k: round(float(v), 6) for k, v in weights.items()}, **extra},
+                                default=float))
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix in (".yaml", ".yml"):
         path.write_text(yaml.safe_dump(doc, sort_keys=False))

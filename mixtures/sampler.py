@@ -45,6 +45,8 @@ class MixtureSampler:
         self.upper = np.asarray(self.upper, dtype=float)
         if not (len(self.domains) == len(self.centre) == len(self.upper)) or len(self.domains) < 2:
             raise ValueError("a sampler needs at least two domains, with one centre and one bound each")
+        if not 0 < self.min_weight < 1:
+            raise ValueError(f"min_weight must be in (0, 1), got {self.min_weight}")
         if (self.centre <= 0).any():
             raise ValueError(f"domain '{self.domains[int(np.argmin(self.centre))]}' has no tokens: drop it")
         self.centre = self.centre / self.centre.sum()
@@ -68,6 +70,10 @@ class MixtureSampler:
         centre = mixtures.mean(axis=0).to_numpy().clip(min=1e-6)
         return cls(list(mixtures.columns), centre, mixtures.max(axis=0).to_numpy(), **kwargs)
 
+    def on_grid(self, mixtures: np.ndarray | pd.DataFrame) -> np.ndarray:
+        """Mixtures in units of min_weight: rows equal here are near-duplicates, the same mixture."""
+        return np.round(np.asarray(mixtures, dtype=float) / self.min_weight).astype(np.int64)
+
     def draw(self, n: int) -> np.ndarray:
         """Up to `n` accepted mixtures (rows), floored and renormalised; duplicates not removed."""
         strength = self._rng.choice(self.strengths, size=(n, 1))
@@ -77,17 +83,30 @@ class MixtureSampler:
         totals = draws.sum(axis=1, keepdims=True)
         keep = totals[:, 0] > 0
         draws = draws[keep] / totals[keep]
-        draws = draws[(draws <= self.upper[None, :]).all(axis=1)]
         draws = np.round(np.where(draws < self.min_weight, 0.0, draws) / self.min_weight) * self.min_weight
         draws = draws[draws.sum(axis=1) > 0]
-        return draws / draws.sum(axis=1, keepdims=True)
+        draws = draws / draws.sum(axis=1, keepdims=True)
+        # The bound is checked after flooring (RegMix checks before), so it holds for what is returned.
+        return draws[(draws <= self.upper[None, :]).all(axis=1)]
+
+    def candidates(self, n: int, *, max_rounds: int = 50) -> np.ndarray:
+        """Exactly `n` accepted mixtures (duplicates allowed): the pool a fitted regressor ranks."""
+        found: list[np.ndarray] = []
+        have = 0
+        for _ in range(max_rounds):
+            batch = self.draw(min(max(2 * (n - have), 1024), 2_000_000))
+            found.append(batch)
+            have += len(batch)
+            if have >= n:
+                return np.concatenate(found)[:n]
+        raise ValueError(f"only {have} of {n} mixtures passed the bound after {max_rounds} rounds")
 
     def sample(self, n: int, *, max_rounds: int = 50) -> pd.DataFrame:
         """`n` distinct mixtures as a DataFrame (index `run`: run-0000 ...), in draw order."""
         found = np.empty((0, len(self.domains)))
         for _ in range(max_rounds):
             found = np.concatenate([found, self.draw(max(1024, 4 * n))])
-            _, first = np.unique(np.round(found / self.min_weight).astype(np.int64), axis=0, return_index=True)
+            _, first = np.unique(self.on_grid(found), axis=0, return_index=True)
             found = found[np.sort(first)]
             if len(found) >= n:
                 break
