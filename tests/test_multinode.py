@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from ray_cluster import loopback_cluster
 
+from flows.ingest import ingest
 from storage.catalog import open_catalog, query
 from storage.manifest import load_manifest
 
@@ -37,9 +38,10 @@ def documents(run: Path) -> list[tuple]:
 
 
 @pytest.fixture(scope="module")
-def reference_run(inputs, tmp_path_factory, cluster) -> Path:
+def reference_run(inputs, tmp_path_factory, ray_local) -> Path:
+    """The same ingest on the embedded single-node Ray, undisturbed."""
     out = tmp_path_factory.mktemp("local")
-    subprocess.run(ingest_cmd(inputs, out, None), check=True, capture_output=True, env=cluster.env, timeout=300)
+    ingest(inputs=inputs, out=str(out), progress=False)
     return out
 
 
