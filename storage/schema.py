@@ -29,7 +29,13 @@ STAGE_COLUMNS: dict[str, pa.DataType] = {
     "super_cluster": pa.int32(),
     "preselect": pa.float32(),
     "dataman_overall": pa.float32(),
+    # DataMan's other criteria, 1-5 (scoring.dataman.CRITERIA)
+    **{f"dataman_{criterion}": pa.float32() for criterion in (
+        "accuracy", "coherence", "language_consistency", "semantic_density", "knowledge_novelty", "topic_focus",
+        "creativity", "professionalism", "style_consistency", "grammatical_diversity", "structural_standardization",
+        "originality", "sensitivity")},
     "domain": pa.string(),
+    "repeats": pa.int32(),  # times a selection takes the document (> 1: upsampled to fill a domain's budget)
     "drop_reason": pa.string(),
 }
 

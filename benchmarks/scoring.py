@@ -1,0 +1,109 @@
+"""Scoring speed, one process on one core: our fastText scoring operator against raw fastText `predict` on the
+same texts (the ratio is our overhead: Arrow in and out, text normalisation), the DataMan student rater, the
+offline teacher, and PreSelect's byte n-gram losses.
+
+Times are this process's CPU seconds (docs per CPU-second = per core), so a busy machine does not distort them.
+Texts are the sample corpus's documents (`make sample`), repeated to the wanted count. Models are trained
+here first (a DCLM-style classifier on tech docs vs fortunes, a student on teacher annotations), which is not
+timed.
+
+    python benchmarks/scoring.py            # quick (default): < 2 min on 2 cores
+    python benchmarks/scoring.py --full     # more documents, steadier numbers
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow as pa
+
+REPO = Path(__file__).resolve().parent.parent
+# Run as a script, this file's folder comes first on sys.path and its name would shadow the `scoring` package.
+sys.path[:] = [str(REPO), str(REPO / "tests")] + [p for p in sys.path
+                                                  if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+from scoring_inputs import sample_docs  # noqa: E402
+
+from operators.score_fasttext import ScoreFastText  # noqa: E402
+from operators.score_students import ScoreStudents  # noqa: E402
+from scoring.dataman_teacher import OfflineTeacher  # noqa: E402
+from scoring.fasttext_classifier import FastTextClassifier, one_line  # noqa: E402
+from scoring.losses import ByteNgramLM  # noqa: E402
+from scoring.students import StudentRater  # noqa: E402
+
+SAMPLE = REPO / "data" / "sample"
+BATCH = 4096
+
+
+def timed(function, *args) -> float:
+    """CPU seconds of this process: per-core throughput that other processes on the machine do not distort."""
+    start = time.process_time()
+    function(*args)
+    return time.process_time() - start
+
+
+def best_of(repeats: int, function, *args) -> float:
+    return min(timed(function, *args) for _ in range(repeats))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer documents (the default)")
+    parser.add_argument("--full", action="store_true", help="more documents")
+    args = parser.parse_args()
+    n_docs = 40_000 if args.full else 10_000
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+    docs = sample_docs(SAMPLE)
+    texts = (docs.text.tolist() * (n_docs // len(docs) + 1))[:n_docs]
+    table = pa.table({"text": pa.array(texts, pa.large_string())})
+    batches = [table.slice(i, BATCH) for i in range(0, n_docs, BATCH)]
+    mean_chars = sum(map(len, texts)) / n_docs
+    print(f"{n_docs:,} documents of the sample corpus, {mean_chars:,.0f} characters on average; one core\n")
+
+    with tempfile.TemporaryDirectory() as work:
+        tech = docs[docs.origin.isin(["python-doc", "postgresql-doc"])].text.tolist()[:800]
+        fortunes = docs[docs.origin == "fortunes"].text.tolist()[:800]
+        classifier = FastTextClassifier.dclm(bucket=200_000, threads=1, max_chars=20_000).fit(
+            tech + fortunes, [True] * len(tech) + [False] * len(fortunes))
+        model = str(classifier.save(Path(work) / "dclm.bin"))
+        annotated = docs.text.tolist()[:400]
+        annotations = OfflineTeacher(similarity="tfidf").annotate([str(i) for i in range(400)], annotated)
+        student = str(StudentRater().fit(annotated, annotations).save(Path(work) / "student.joblib"))
+
+        operator = ScoreFastText(model, column="preselect", max_chars=20_000)
+        raw = operator.classifier.model_
+        lines = [one_line(t, 20_000) for t in texts]  # what fastText itself needs: one line per text
+
+        ours = best_of(3, lambda: [operator(b) for b in batches])
+        theirs = best_of(3, lambda: raw.predict(lines, k=2))
+        theirs_with_prep = best_of(3, lambda: raw.predict([one_line(t, 20_000) for t in texts], k=2))
+        rows = [("fastText scoring operator (Arrow batch in/out)", n_docs / ours),
+                ("raw fastText predict, texts already one line", n_docs / theirs),
+                ("raw fastText predict + newline/cut preparation", n_docs / theirs_with_prep)]
+
+        students = ScoreStudents(student)
+        few = batches[0].slice(0, 2000)
+        rows.append(("student rater (14 ridge + domain, hashed 1-2-grams)", few.num_rows / best_of(2, students, few)))
+        teacher = OfflineTeacher(similarity="tfidf")
+        sample = texts[:500]
+        rows.append(("offline teacher (proxies + TF-IDF domain)", len(sample) / timed(teacher.rate, sample)))
+        lm = ByteNgramLM(order=4, max_bytes=4096).fit(texts[:500])
+        scored = texts[:2000]
+        rows.append(("byte 4-gram LM bits/byte (4 kB/doc), per model", len(scored) / timed(lm.bits_per_byte, scored)))
+
+    width = max(len(name) for name, _ in rows)
+    for name, rate in rows:
+        print(f"{name:<{width}}  {rate:>10,.0f} docs/s")
+    print(f"\nscoring operator / raw fastText predict: {theirs / ours:.2f}x the speed "
+          f"({ours / theirs:.2f}x the time); against predict with its own text preparation: "
+          f"{theirs_with_prep / ours:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
