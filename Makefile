@@ -11,21 +11,26 @@ export RAY_USAGE_STATS_ENABLED := 0
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_HOME ?= $(CURDIR)/$(DATA)/prefect-home
 
-.PHONY: demo test setup venv system-deps sample lint bench clean
+.PHONY: demo test setup venv system-deps sample embed-model lint bench clean
 
 demo: setup
-	$(BIN)/mixforge ingest $(SAMPLE)/web/sample.warc.gz $(SAMPLE)/docs --out $(DEMO)
+	$(BIN)/mixforge run configs/pipeline.yaml --out $(DEMO)
 	@echo ""
-	@echo "Done. The run is in $(DEMO): shards/, dropped/, quarantine/, manifest.json"
+	@echo "Done. The run is in $(DEMO): shards/<stage>/, dropped/, quarantine/, clusters/, mixtures/, manifest.json"
 	@echo "  $(BIN)/mixforge manifest $(DEMO)"
-	@echo "  $(BIN)/mixforge sql $(DEMO) \"SELECT metadata->>'\$$.origin' AS origin, count(*) AS docs FROM docs GROUP BY 1 ORDER BY 2 DESC\""
-	@echo "  $(BIN)/mixforge sql $(DEMO) \"SELECT drop_reason, count(*) FROM dropped GROUP BY 1\""
-	@echo "  $(BIN)/mixforge sql $(DEMO) \"SELECT url, length(text) AS chars FROM docs ORDER BY chars DESC LIMIT 5\""
+	@echo "  $(BIN)/mixforge sql $(DEMO) \"SELECT metadata->>'\$$.origin' AS origin, count(*) AS docs, sum(n_tokens) AS tokens FROM docs GROUP BY 1 ORDER BY 2 DESC\""
+	@echo "  $(BIN)/mixforge sql $(DEMO) \"SELECT drop_reason, count(*) AS docs FROM dropped GROUP BY 1 ORDER BY 2 DESC\""
+	@echo "  $(BIN)/mixforge sql $(DEMO) \"SELECT super_cluster, count(*) AS clusters, sum(size) AS docs, any_value(terms) FROM clusters GROUP BY 1 ORDER BY 3 DESC\""
+	@echo "  $(BIN)/mixforge ui $(DEMO)    # the dashboard, on http://127.0.0.1:8501"
 
 test: setup
 	$(BIN)/pytest tests
 
-setup: venv sample
+setup: venv sample embed-model
+
+# The model2vec embedder, distilled once from the packaged all-MiniLM-L6-v2 (~2 min) and cached.
+embed-model: venv
+	$(BIN)/mixforge embed-model --build
 
 venv: $(VENV)/.installed
 

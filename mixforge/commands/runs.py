@@ -1,4 +1,4 @@
-"""`mixforge ingest` and `mixforge manifest`: make a run, and say what it did."""
+"""`mixforge run`, `mixforge ingest` and `mixforge manifest`: make a run, and say what it did."""
 
 from __future__ import annotations
 
@@ -8,8 +8,29 @@ import typer
 
 
 def register(app: typer.Typer) -> None:
+    app.command("run")(run)
     app.command("ingest")(ingest)
     app.command("manifest")(manifest)
+
+
+def run(
+    config: Path = typer.Argument(..., help="Pipeline config (YAML): curation sections plus optional cluster, "
+                                            "score, select and mixture sections."),
+    out: str = typer.Option(..., "--out", "-o", help="Run directory; rerun with the same one to resume."),
+    ray_address: str = typer.Option(None, "--ray-address", envvar="RAY_ADDRESS",
+                                     help="Ray cluster to run on (default: the config's, else an embedded Ray)."),
+    progress: bool = typer.Option(True, help="Show a progress bar per stage."),
+) -> None:
+    """Run the whole pipeline from one config: curate, then cluster, score, select, mixture experiment."""
+    from flows.config import ConfigError, load_config
+    from flows.pipeline import PipelineConfig, pipeline
+
+    try:
+        pipeline(config=load_config(config, PipelineConfig), out=out, ray_address=ray_address, progress=progress)
+    except ConfigError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"\nLook at it: mixforge manifest {out}   |   mixforge sql {out}   |   mixforge ui {out}")
 
 
 def ingest(
