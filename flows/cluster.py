@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -27,21 +28,23 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from prefect import flow, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
-from clustering.climb import ClimbClustering
+from clustering.climb import ClimbClustering, default_n_clusters
 from clustering.projection import project, projection_table, write_plot
+from clustering.stages import AssignWorker, EmbedWorker, LabelWorker, assignment_path, embedding_path
 from clustering.table import ClusterCorpus, centroid_table, cluster_table
 from flows.engine import init_ray, record_stage, run_stage
-from operators.base import StageStats, split_dropped, with_column
-from operators.cluster_assign import ClusterAssign
-from operators.embed import EMBEDDING_COLUMN, Backend, Embed, VectorType, build_static_model, vectors
+from operators.embed import EMBEDDING_COLUMN, Backend, VectorType, build_static_model, vectors
 from storage.manifest import Manifest, describe, load_manifest, package_versions, save_manifest
-from storage.shards import ShardWriter, stage_files, write_json_atomic, write_table_atomic
+from storage.shards import stage_files, write_json_atomic, write_table_atomic
 
 EMBED_STAGE = "embed"
 ASSIGN_STAGE = "assign"
 STAGE = "cluster"
+# The settings the k-means fit depends on (pruning and merging apply after it).
+FIT_SETTINGS = {"n_clusters", "max_clusters", "fit_sample", "center", "seed"}
 
 
 class EmbedConfig(BaseModel):
@@ -83,76 +86,13 @@ class ClusterConfig(BaseModel):
     projection_points: int = Field(20_000, ge=0)
     seed: int = 0
 
-    def estimator(self) -> ClimbClustering:
-        return ClimbClustering(self.n_clusters, max_clusters=self.max_clusters, fit_sample=self.fit_sample,
+    def estimator(self, n_docs: int) -> ClimbClustering:
+        """The estimator for a corpus of `n_docs` (k follows the corpus, not the sample k-means sees)."""
+        k = self.n_clusters or default_n_clusters(n_docs, self.max_clusters)
+        return ClimbClustering(k, max_clusters=self.max_clusters, fit_sample=self.fit_sample,
                                center=self.center, merge_distance=self.merge_distance,
                                n_super_clusters=self.n_super_clusters, prune_thresholds=self.prune,
                                random_state=self.seed)
-
-
-def embedding_path(out_dir: Path, rank: int) -> Path:
-    return Path(out_dir) / "embeddings" / f"part-{rank:05d}.parquet"
-
-
-def assignment_path(out_dir: Path, rank: int) -> Path:
-    return Path(out_dir) / "clusters" / "assignments" / f"part-{rank:05d}.parquet"
-
-
-class EmbedWorker:
-    """One document shard -> embeddings/part-<rank>.parquet (id, embedding), written atomically."""
-
-    def __init__(self, config: EmbedConfig) -> None:
-        self.config = config
-        self.embed = Embed(config.backend, config.model, batch_size=config.batch_size, device=config.device,
-                           fp16=config.fp16, dtype=config.dtype, max_chars=config.max_chars)
-
-    def __call__(self, rank: int, path: str, writer: ShardWriter) -> dict[str, StageStats]:
-        docs = pq.read_table(path, columns=["id", "text"])
-        step = self.config.batch_rows
-        parts = [self.embed(docs.slice(start, step)).select(["id", EMBEDDING_COLUMN])
-                 for start in range(0, docs.num_rows, step)]
-        value_type = pa.float16() if self.config.dtype == "float16" else pa.float32()
-        schema = pa.schema([("id", pa.string()), (EMBEDDING_COLUMN, pa.list_(value_type, self.embed.encoder.dim))])
-        table = pa.concat_tables(parts).cast(schema) if parts else schema.empty_table()
-        _write_unit_file(table, embedding_path(writer.out_dir, rank), writer)
-        return {self.embed.name: self.embed.stats}
-
-
-class AssignWorker:
-    """One embedding file -> clusters/assignments/part-<rank>.parquet (id, cluster, centroid_distance)."""
-
-    def __init__(self, model: ClimbClustering) -> None:
-        self.assign = ClusterAssign(model)
-
-    def __call__(self, rank: int, path: str, writer: ShardWriter) -> dict[str, StageStats]:
-        assigned = self.assign(pq.read_table(path))
-        _write_unit_file(assigned.select(["id", "cluster", "centroid_distance"]),
-                         assignment_path(writer.out_dir, rank), writer)
-        return {self.assign.name: self.assign.stats}
-
-
-class LabelWorker:
-    """One document shard + its assignments -> the documents with `cluster` and `super_cluster`;
-    documents of pruned clusters go to dropped/ with drop_reason `cluster_pruned`."""
-
-    def __init__(self, model: ClimbClustering) -> None:
-        self.assign = ClusterAssign(model)
-
-    def __call__(self, rank: int, path: str, writer: ShardWriter) -> dict[str, StageStats]:
-        docs = pq.read_table(path)
-        assigned = pq.read_table(assignment_path(writer.out_dir, rank), columns=["id", "cluster"])
-        if not docs.column("id").equals(assigned.column("id")):
-            raise RuntimeError(f"the assignments of unit {rank} do not match the documents of {path}; "
-                               "delete the run's clusters/ and _progress/assign and rerun")
-        kept, dropped = split_dropped(self.assign(with_column(docs, "cluster", assigned.column("cluster"))))
-        writer.write(kept, dropped)
-        return {self.assign.name: self.assign.stats}
-
-
-def _write_unit_file(table: pa.Table, path: Path, writer: ShardWriter) -> None:
-    """Write a unit's one output file atomically and list it in the unit's completion record."""
-    write_table_atomic(table, path)
-    writer.files.append(str(path.relative_to(writer.out_dir)))
 
 
 def fingerprint(*parts: object) -> str:
@@ -197,7 +137,7 @@ def read_sample(files: list[Path], n: int, seed: int) -> tuple[list[str], np.nda
     return ids[:n], np.concatenate(parts)[:n]
 
 
-@task(name="embed", retries=1, retry_delay_seconds=5)
+@task(name="embed", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def embed_stage(units: list[str], out_dir: Path, config: EmbedConfig, print_: str, progress: bool) -> list[dict]:
     import ray
 
@@ -208,10 +148,11 @@ def embed_stage(units: list[str], out_dir: Path, config: EmbedConfig, print_: st
     gpus = int(ray.cluster_resources().get("GPU", 0))
     if config.backend == "sentence-transformers" and config.device != "cpu" and gpus:
         resources = {"num_cpus": 1.0, "num_gpus": 1.0, "max_actors": gpus}
-    return run_stage(EMBED_STAGE, units, out_dir, lambda: EmbedWorker(config), progress=progress, **resources)
+    worker = partial(EmbedWorker, **config.model_dump())
+    return run_stage(EMBED_STAGE, units, out_dir, worker, progress=progress, min_actors=len(units), **resources)
 
 
-@task(name="fit")
+@task(name="fit", cache_policy=NO_CACHE)
 def fit_stage(files: list[Path], out_dir: Path, config: ClusterConfig, print_: str) -> ClimbClustering:
     """Fit k-means on a sample of the embeddings, or reuse the fit saved by an earlier run (with this
     run's pruning and merging settings: they apply after the fit)."""
@@ -224,7 +165,7 @@ def fit_stage(files: list[Path], out_dir: Path, config: ClusterConfig, print_: s
             return saved["model"].set_params(merge_distance=config.merge_distance,
                                              n_super_clusters=config.n_super_clusters, prune_thresholds=config.prune)
     _, sample = read_sample(files, config.fit_sample, config.seed)
-    model = config.estimator().fit(sample)
+    model = config.estimator(sum(pq.ParquetFile(f).metadata.num_rows for f in files)).fit(sample)
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = path.with_name(f".tmp-{path.name}")
     joblib.dump({"fingerprint": print_, "model": model}, staging)
@@ -232,20 +173,45 @@ def fit_stage(files: list[Path], out_dir: Path, config: ClusterConfig, print_: s
     return model
 
 
-@task(name="assign", retries=1, retry_delay_seconds=5)
+@task(name="assign", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def assign_stage(files: list[str], out_dir: Path, model: ClimbClustering, print_: str,
                  progress: bool) -> list[dict]:
     start_stage(out_dir, ASSIGN_STAGE, print_, [out_dir / "clusters" / "assignments"])
-    return run_stage(ASSIGN_STAGE, files, out_dir, lambda: AssignWorker(model), progress=progress)
+    return run_stage(ASSIGN_STAGE, files, out_dir, partial(AssignWorker, model), progress=progress,
+                     min_actors=len(files))
 
 
-@task(name="label", retries=1, retry_delay_seconds=5)
+@task(name="label", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def label_stage(units: list[str], out_dir: Path, model: ClimbClustering, print_: str, progress: bool) -> list[dict]:
     start_stage(out_dir, STAGE, print_, [out_dir / kind / STAGE for kind in ("shards", "dropped", "quarantine")])
-    return run_stage(STAGE, units, out_dir, lambda: LabelWorker(model), progress=progress)
+    return run_stage(STAGE, units, out_dir, partial(LabelWorker, model), progress=progress, min_actors=len(units))
 
 
-@task(name="map")
+@task(name="prune", cache_policy=NO_CACHE)
+def prune_stage(corpus: ClusterCorpus, model: ClimbClustering, config: ClusterConfig, stage: str) -> pa.Table:
+    """Per-cluster statistics over all documents; prune clusters by their mean scores, merge the rest."""
+    scores = corpus.score_columns(list(config.prune))
+    statistics = corpus.statistics(model.n_clusters_, scores)
+    missing = sorted(set(config.prune) - set(scores))
+    if missing:
+        print(f"pruning by {', '.join(missing)} skipped: no such score column in stage '{stage}' yet")
+    model.prune({column: statistics.column(f"mean_{column}").to_numpy(zero_copy_only=False) for column in scores})
+    return statistics
+
+
+@task(name="tables", cache_policy=NO_CACHE)
+def table_stage(corpus: ClusterCorpus, model: ClimbClustering, statistics: pa.Table, config: ClusterConfig,
+                out_dir: Path) -> pa.Table:
+    """clusters/clusters.parquet (the cluster table) and clusters/centroids.parquet."""
+    table = cluster_table(corpus, model, statistics, n_terms=config.terms,
+                          terms_docs_per_cluster=config.terms_docs_per_cluster)
+    write_table_atomic(table, out_dir / "clusters" / "clusters.parquet")
+    write_table_atomic(centroid_table(model, statistics.column("size").to_numpy()),
+                       out_dir / "clusters" / "centroids.parquet")
+    return table
+
+
+@task(name="map", cache_policy=NO_CACHE)
 def map_stage(out_dir: Path, corpus: ClusterCorpus, model: ClimbClustering, config: ClusterConfig) -> Path:
     """Project a sample of documents to 2-D, save the points for the dashboard and an HTML plot."""
     files = sorted((out_dir / "embeddings").glob("part-*.parquet"))
@@ -277,48 +243,36 @@ def cluster(out: str, config: ClusterConfig | None = None, embed: EmbedConfig | 
     manifest.config[EMBED_STAGE] = embed.model_dump()
     manifest.versions = package_versions()
     save_manifest(manifest, out_dir)
-
     init_ray(ray_address)
+
+    # Each stage's fingerprint covers everything upstream, so a change redoes exactly what it affects.
     inputs = [(Path(u).name, Path(u).stat().st_size, Path(u).stat().st_mtime_ns) for u in units]
     embed_print = fingerprint(stage, inputs, embed.model_dump())
-    records = embed_stage(units, out_dir, embed, embed_print, progress)
-    record_stage(manifest, EMBED_STAGE, units, records)
+    embedding_files = [str(embedding_path(out_dir, rank)) for rank in range(len(units))]
+    record_stage(manifest, EMBED_STAGE, units, embed_stage(units, out_dir, embed, embed_print, progress))
     save_manifest(manifest, out_dir)
 
-    fit_print = fingerprint(embed_print, config.model_dump(include={"n_clusters", "max_clusters", "fit_sample",
-                                                                    "center", "seed"}))
-    embedding_files = [embedding_path(out_dir, rank) for rank in range(len(units))]
-    model = fit_stage(embedding_files, out_dir, config, fit_print)
-    records = assign_stage([str(f) for f in embedding_files], out_dir, model, fit_print, progress)
-    record_stage(manifest, ASSIGN_STAGE, [str(f) for f in embedding_files], records)
+    fit_print = fingerprint(embed_print, config.model_dump(include=FIT_SETTINGS))
+    model = fit_stage([Path(f) for f in embedding_files], out_dir, config, fit_print)
+    records = assign_stage(embedding_files, out_dir, model, fit_print, progress)
+    record_stage(manifest, ASSIGN_STAGE, embedding_files, records)
 
     assignment_files = [assignment_path(out_dir, rank) for rank in range(len(units))]
-    corpus = ClusterCorpus([Path(u) for u in units], assignment_files, config.source_field)
-    scores = corpus.score_columns(list(config.prune))
-    statistics = corpus.statistics(model.n_clusters_, scores)
-    missing = sorted(set(config.prune) - set(scores))
-    if missing:
-        print(f"pruning by {', '.join(missing)} skipped: no such score column in stage '{stage}' yet")
-    model.prune({column: statistics.column(f"mean_{column}").to_numpy(zero_copy_only=False) for column in scores})
-
-    label_print = fingerprint(fit_print, model.super_cluster_.tolist())
-    records = label_stage(units, out_dir, model, label_print, progress)
-    record_stage(manifest, STAGE, units, records)
-
-    sizes = statistics.column("size").to_numpy()
-    table = cluster_table(corpus, model, statistics, n_terms=config.terms,
-                          terms_docs_per_cluster=config.terms_docs_per_cluster)
-    write_table_atomic(table, out_dir / "clusters" / "clusters.parquet")
-    write_table_atomic(centroid_table(model, sizes), out_dir / "clusters" / "centroids.parquet")
-    plot = map_stage(out_dir, corpus, model, config)
-
+    with ClusterCorpus([Path(u) for u in units], assignment_files, config.source_field) as corpus:
+        statistics = prune_stage(corpus, model, config, stage)
+        label_print = fingerprint(fit_print, model.super_cluster_.tolist())
+        record_stage(manifest, STAGE, units, label_stage(units, out_dir, model, label_print, progress))
+        table = table_stage(corpus, model, statistics, config, out_dir)
+        plot = map_stage(out_dir, corpus, model, config)
     manifest.final_stage = STAGE
     save_manifest(manifest, out_dir)
+
     summary = summarize(table, model)
     create_markdown_artifact(markdown=summary + f"\n\n```\n{describe(manifest)}\n```", key="cluster-summary",
                              description="CLIMB clustering")
     create_link_artifact(link=plot.as_uri(), link_text="2-D map of the corpus (plotly)", key="cluster-map")
     print(summary)
+    sizes = statistics.column("size").to_numpy()
     return {
         "documents": int(sizes.sum()),
         "clusters": model.n_clusters_,

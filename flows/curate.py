@@ -3,8 +3,9 @@
 Each stage is a Prefect task (with retries) that runs Ray Data through flows.engine; every unit of a stage
 (an input file, then an upstream shard) writes its shards atomically and then its completion record, and
 the dedup drivers keep their own unit logs. So rerunning a killed run with the same config and `out` skips
-what completed and ends with output identical to an uninterrupted run. Exact dedup writes its own stage so
-that MinHash compares only documents that survived it (a cluster's kept document is then always live).
+what completed and ends with output identical to an uninterrupted run; Prefect's result cache plays no part
+(NO_CACHE). Exact dedup writes its own stage so that MinHash compares only documents that survived it (a
+cluster's kept document is then always live).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
 
 from flows.config import RunConfig, load_config
 from flows.engine import init_ray, record_stage, run_stage
@@ -35,6 +37,9 @@ from storage.shards import ShardWriter, stage_files
 
 FILTER, EXACT, MINHASH, TOKENIZE = "filter", "exact_dedup", "minhash_dedup", "tokenize"
 BATCH_ROWS = 4096
+OUTPUT_SECTIONS = ("inputs", "langid", "filters", "dedup", "tokenize")
+RECOUNT = "tokenize_edited"  # the filter stage's last step: token counts of the (possibly edited) texts kept
+TOKEN_SHARDS = "tokens"  # <out>/tokens/part-RRRRR.{tokens.u32,offsets.i64,ids.parquet,json}
 
 
 class RunMismatch(ValueError):
@@ -59,13 +64,16 @@ class ChainWorker:
 
 
 def filter_operators(config: RunConfig) -> list[Operator]:
-    """Token counter (optional), language ID, then the enabled filters, in the config's order."""
+    """Language ID, then the enabled filters in the config's order; with token counting, a counter first (so
+    every drop is counted in tokens) and one last, since filters may edit what they keep (C4 removes lines)."""
     operators: list[Operator] = []
-    if config.tokenize.count_before_filters:
-        operators.append(Tokenize(encoding=config.tokenize.encoding))
     if config.langid.enabled:
         operators.append(config.langid.build())
     operators.extend(section.build() for section in config.filters.enabled())
+    if config.tokenize.count_before_filters:
+        recount = Tokenize(encoding=config.tokenize.encoding, threads=1)
+        recount.name = RECOUNT
+        operators = [Tokenize(encoding=config.tokenize.encoding, threads=1), *operators, recount]
     return operators
 
 
@@ -78,29 +86,52 @@ def mark_worker(result: DedupResult) -> ChainWorker:
     return ChainWorker(lambda rank: [result.marker(rank)])
 
 
-def tokenize_worker(config: RunConfig, out: str) -> ChainWorker:
-    token_dir = str(Path(out) / "tokens") if config.tokenize.write_token_shards else None
-    return ChainWorker(lambda rank: [Tokenize(encoding=config.tokenize.encoding, token_dir=token_dir, rank=rank)])
+class TokenizeWorker(ChainWorker):
+    """Counts every document's tokens and, with a token folder, writes the unit's token shard `part-RRRRR`."""
+
+    def __init__(self, encoding: str, token_dir: str | None):
+        self.tokenizer = Tokenize(encoding=encoding, threads=1)  # one CPU per actor, as Ray accounts it
+        super().__init__(lambda rank: [self.tokenizer])
+        self.token_dir = token_dir
+
+    def __call__(self, rank: int, path: str, writer: ShardWriter) -> dict[str, StageStats]:
+        if self.token_dir is None:
+            return super().__call__(rank, path, writer)
+        name = f"part-{rank:05d}"
+        for stale in Path(self.token_dir).glob(f".tmp-*-{name}.*"):  # what a killed attempt left
+            stale.unlink()
+        self.tokenizer.sink = self.tokenizer.shard_writer(self.token_dir, name)
+        try:
+            stats = super().__call__(rank, path, writer)
+            self.tokenizer.sink.close()
+        finally:
+            self.tokenizer.sink = None
+        return stats
 
 
-@task(name="filter", retries=2, retry_delay_seconds=5)
+def tokenize_worker(config: RunConfig, out: str) -> TokenizeWorker:
+    token_dir = str(Path(out) / TOKEN_SHARDS) if config.tokenize.write_token_shards else None
+    return TokenizeWorker(config.tokenize.encoding, token_dir)
+
+
+@task(name="filter", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def filter_stage(units: list[str], out: str, config: RunConfig, progress: bool) -> list[dict]:
     return run_stage(FILTER, units, out, functools.partial(filter_worker, config), progress=progress)
 
 
-@task(name="exact-dedup", retries=2, retry_delay_seconds=5)
+@task(name="exact-dedup", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def exact_dedup_stage(units: list[str], out: str, progress: bool) -> list[dict]:
     result = exact_dedup(units, Path(out) / "_dedup")
     return run_stage(EXACT, units, out, functools.partial(mark_worker, result), progress=progress)
 
 
-@task(name="minhash-dedup", retries=2, retry_delay_seconds=5)
+@task(name="minhash-dedup", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def minhash_dedup_stage(units: list[str], out: str, config: RunConfig, progress: bool) -> list[dict]:
     result = minhash_dedup(units, Path(out) / "_dedup", config.dedup.minhash.build())
     return run_stage(MINHASH, units, out, functools.partial(mark_worker, result), progress=progress)
 
 
-@task(name="tokenize", retries=2, retry_delay_seconds=5)
+@task(name="tokenize", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def tokenize_stage(units: list[str], out: str, config: RunConfig, progress: bool) -> list[dict]:
     return run_stage(TOKENIZE, units, out, functools.partial(tokenize_worker, config, out), progress=progress)
 
@@ -113,9 +144,9 @@ def curate(config: RunConfig | str, out: str, ray_address: str | None = None, pr
     deployment writes its own directory and a retry of the same run resumes it.
     """
     run_config = config if isinstance(config, RunConfig) else load_config(config)
+    files = expand_inputs(run_config.inputs.paths)
     out_dir = Path(scheduled_path(out))
     out_dir.mkdir(parents=True, exist_ok=True)
-    files = expand_inputs(run_config.inputs.paths)
     manifest = open_run(out_dir, run_config, describe_inputs(files))
     init_ray(ray_address or run_config.ray.address, run_config.ray.num_cpus)
 
@@ -149,13 +180,20 @@ def scheduled_path(out: str) -> str:
         return out
     from prefect.runtime import flow_run
 
-    when = flow_run.scheduled_start_time or datetime.now(UTC)
-    when = when.astimezone(UTC)
-    return out.format(date=when.strftime("%Y-%m-%d"), time=when.strftime("%H%M%S"))
+    when = (flow_run.scheduled_start_time or datetime.now(UTC)).astimezone(UTC)
+    try:
+        return out.format(date=when.strftime("%Y-%m-%d"), time=when.strftime("%H%M%S"))
+    except (KeyError, IndexError, ValueError):
+        raise ValueError(f"--out {out!r}: the only placeholders are {{date}} and {{time}}") from None
 
 
 def filter_operators_configured(config: RunConfig) -> bool:
     return config.tokenize.count_before_filters or config.langid.enabled or bool(config.filters.enabled())
+
+
+def fingerprint(config: dict) -> dict:
+    """The config sections that decide curate's output (not `ray`: where it runs; not later stages')."""
+    return {section: config.get(section) for section in OUTPUT_SECTIONS}
 
 
 def open_run(out_dir: Path, config: RunConfig, inputs: list[dict]) -> Manifest:
@@ -164,8 +202,7 @@ def open_run(out_dir: Path, config: RunConfig, inputs: list[dict]) -> Manifest:
     if manifest is None:
         manifest = Manifest(command="curate")
     else:
-        earlier = {key: value for key, value in manifest.config.items() if key != "ray"}
-        if manifest.command != "curate" or earlier != config.fingerprint():
+        if fingerprint(manifest.config) != fingerprint(config.model_dump(mode="json")):
             raise RunMismatch(f"{out_dir} holds a run with another config ({manifest.command or 'unknown'} "
                               f"{manifest.run_id}); resume it with that config or curate into a new --out")
         if [f.model_dump() for f in manifest.inputs] != inputs:
@@ -215,6 +252,10 @@ def funnel_markdown(manifest: Manifest, out_dir: Path) -> str:
         lines.append(f"| {name} | {c['docs_in']:,} | {c['docs_out']:,} | {sum(c['dropped'].values()):,} | "
                      f"{c['quarantined']:,} | {_tokens(c['tokens_in'])} | {_tokens(c['tokens_out'])} | "
                      f"{record.seconds:,.1f} |")
+    if any(RECOUNT in record.operators for record in manifest.stages.values()):
+        lines += ["", f"Tokens are counted as documents enter the filter stage and again as they leave it "
+                      f"(`{RECOUNT}`): filters may shorten what they keep (C4 removes lines), so there a stage's "
+                      "tokens in - out - dropped is what such edits removed."]
     lines += ["", "## Steps", "", "| stage | step | docs in | docs out | tokens out | docs/s per core |",
               "|---|---|--:|--:|--:|--:|"]
     for name, record in manifest.stages.items():

@@ -1,8 +1,9 @@
 """Scheduled curation: a deployment of `curate` with a cron schedule, served by this process.
 
 `flow.serve` registers the deployment with the Prefect server (PREFECT_API_URL) and executes its runs, each
-in a subprocess, until stopped; stopping pauses the schedule. A run that fails is retried by the next one
-into the same directory, which resumes it: give `out` a {date} to have each day's run write its own.
+in a subprocess, until stopped; stopping pauses the schedule. Each run reads the config file afresh. Give
+`out` a {date} so that each day's run writes its own directory (a retry of that run resumes it); without
+one every run shares a directory, and once it is complete later runs have nothing left to do.
 """
 
 from __future__ import annotations
@@ -11,8 +12,6 @@ from pathlib import Path
 
 from flows.config import load_config
 from flows.curate import curate
-
-DEFAULT_CRON = "0 3 * * *"
 
 
 class NoPrefectServer(RuntimeError):
@@ -29,8 +28,8 @@ def deployment_parameters(config_path: str | Path, out: str, ray_address: str | 
     return parameters
 
 
-def serve_curate(config_path: str | Path, out: str, *, name: str = "curate", cron: str = DEFAULT_CRON,
-                 timezone: str | None = None, ray_address: str | None = None) -> None:
+def serve_curate(config_path: str | Path, out: str, *, cron: str, name: str = "curate", timezone: str | None = None,
+                 ray_address: str | None = None) -> None:
     """Create (or update) the deployment `curate/<name>` on `cron` and execute its runs until interrupted."""
     from prefect.schedules import Cron
     from prefect.settings import PREFECT_API_URL
@@ -38,7 +37,7 @@ def serve_curate(config_path: str | Path, out: str, *, name: str = "curate", cro
 
     if not PREFECT_API_URL.value():
         raise NoPrefectServer("no Prefect server to schedule on: start one (`prefect server start`) and set "
-                           "PREFECT_API_URL (e.g. http://127.0.0.1:4200/api)")
+                              "PREFECT_API_URL (e.g. http://127.0.0.1:4200/api)")
     curate.serve(
         name=name,
         schedules=[Cron(cron, timezone=timezone)],

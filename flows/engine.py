@@ -75,9 +75,13 @@ class _UnitRunner:
 
 
 def run_stage(stage: str, units: list[str], out_dir: str | Path, make_worker: Callable[[], UnitWorker], *,
-              num_cpus: float = 1.0, num_gpus: float = 0.0, max_actors: int | None = None,
+              num_cpus: float = 1.0, num_gpus: float = 0.0, max_actors: int | None = None, min_actors: int = 1,
               keep_dropped_text: bool = True, progress: bool = True) -> list[dict]:
-    """Run `make_worker()` over every unit not yet completed; return all units' completion records."""
+    """Run `make_worker()` over every unit not yet completed; return all units' completion records.
+
+    `min_actors` > 1 starts that many actors at once (capped at the pool size) instead of letting the
+    pool grow from one, which costs a model-loading stage one actor start-up of idle cores.
+    """
     import ray
     from ray.data import ActorPoolStrategy, DataContext
 
@@ -94,7 +98,7 @@ def run_stage(stage: str, units: list[str], out_dir: str | Path, make_worker: Ca
             _UnitRunner,
             fn_constructor_args=(stage, out_dir, make_worker, keep_dropped_text),
             batch_size=1,
-            compute=ActorPoolStrategy(min_size=1, max_size=actors),
+            compute=ActorPoolStrategy(min_size=min(max(min_actors, 1), actors), max_size=actors),
             num_cpus=num_cpus,
             num_gpus=num_gpus,
         )

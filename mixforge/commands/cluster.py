@@ -1,0 +1,66 @@
+"""`mixforge cluster` (CLIMB clustering of a run) and `mixforge embed-model` (the cached embedder)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    app.command("cluster")(cluster)
+    app.command("embed-model")(embed_model)
+
+
+def cluster(
+    config: Path = typer.Argument(None, help="YAML with `cluster:` and `embed:` sections (both optional; a full "
+                                             "run config works too). Omit for the defaults."),
+    out: Path = typer.Option(..., "--out", "-o", help="The run directory (made by `mixforge ingest`)."),
+    ray_address: str = typer.Option(None, "--ray-address", envvar="RAY_ADDRESS",
+                                    help="Ray cluster to run on (default: an embedded local Ray)."),
+) -> None:
+    """Embed, k-means, prune and merge a run's documents into clusters and super-clusters (CLIMB)."""
+    import yaml
+    from pydantic import ValidationError
+
+    from flows.cluster import ClusterConfig, EmbedConfig
+    from flows.cluster import cluster as cluster_flow
+
+    sections = {}
+    if config is not None:
+        if not config.exists():
+            _fail(f"no config file at {config}")
+        sections = yaml.safe_load(config.read_text()) or {}
+        if not isinstance(sections, dict):
+            _fail(f"{config} must be a YAML mapping with `cluster:` and/or `embed:` sections")
+    try:
+        cluster_config = ClusterConfig.model_validate(sections.get("cluster") or {})
+        embed_config = EmbedConfig.model_validate(sections.get("embed") or {})
+    except ValidationError as error:
+        _fail(f"invalid config {config}:\n{error}")
+    result = cluster_flow(out=str(out), config=cluster_config, embed=embed_config, ray_address=ray_address)
+    typer.echo(f"\n{result['documents']:,} documents in {result['clusters']} clusters, "
+               f"{result['super_clusters']} super-clusters, {result['pruned_documents']:,} pruned.")
+    typer.echo(f"Look: mixforge sql {out} \"SELECT cluster, super_cluster, size, terms FROM clusters\"")
+    typer.echo(f"Map: {Path(out) / 'clusters' / 'projection.html'}")
+
+
+def embed_model(
+    build: bool = typer.Option(False, "--build", help="Distil the model now if it is not cached (~2 min)."),
+    force: bool = typer.Option(False, "--force", help="Distil again even if cached."),
+) -> None:
+    """Where the model2vec embedder (distilled from the packaged all-MiniLM-L6-v2) is cached; --build makes it."""
+    from operators.embed import build_static_model, static_model_path
+
+    path = static_model_path()
+    if build or force:
+        path = build_static_model(force=force)
+    if not (path / "model.safetensors").exists():
+        typer.echo(f"not built yet: {path} (run `mixforge embed-model --build`, ~2 minutes once)")
+        raise typer.Exit(1)
+    typer.echo(str(path))
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
