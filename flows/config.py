@@ -217,13 +217,14 @@ def parse_config(text: str, source: str = "<config>", model: type[RunConfig] = R
     try:
         return model.model_validate(data)
     except ValidationError as error:
-        problems = sorted((_problem(e, tree, source) for e in error.errors()), key=lambda p: (p[0] or 0))
+        problems = sorted((_problem(e, tree, source, model) for e in error.errors()), key=lambda p: (p[0] or 0))
         raise ConfigError([text for _, text in problems]) from None
 
 
-def _problem(error: dict, tree: yaml.Node | None, source: str) -> tuple[int | None, str]:
+def _problem(error: dict, tree: yaml.Node | None, source: str,
+             root: type[BaseModel] = RunConfig) -> tuple[int | None, str]:
     """(line, one line for one pydantic error: `file:line: dotted.key: what is wrong`)."""
-    keys, model = _walk(error["loc"])
+    keys, model = _walk(error["loc"], root)
     key = "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in keys).lstrip(".") or "(top level)"
     line = _line_of(tree, keys)
     where = f"{source}:{line}" if line else source
@@ -237,12 +238,12 @@ def _problem(error: dict, tree: yaml.Node | None, source: str) -> tuple[int | No
     return line, f"{where}: {key}: {error['msg']}{shown}"
 
 
-def _walk(loc: tuple) -> tuple[list, type[BaseModel] | None]:
+def _walk(loc: tuple, root: type[BaseModel] = RunConfig) -> tuple[list, type[BaseModel] | None]:
     """The config keys of an error location (without pydantic's union-member tags) and the model that holds
     the last key."""
     keys: list = []
-    model: type[BaseModel] | None = RunConfig
-    holder: type[BaseModel] | None = RunConfig
+    model: type[BaseModel] | None = root
+    holder: type[BaseModel] | None = root
     for item in loc:
         if model is not None and isinstance(item, str):
             holder = model
