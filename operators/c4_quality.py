@@ -71,7 +71,7 @@ class C4Quality(Filter):
         if cleaned is None:
             return out
         original = out.column("text")
-        text = pc.if_else(pc.is_null(out.column("drop_reason")), cleaned, text_array(out))
+        text = pc.if_else(pc.is_null(out.column("drop_reason")), cleaned, original.cast(pa.large_string()))
         return with_column(out, "text", text.cast(original.type))
 
     def drop_reasons(self, batch: pa.Table) -> pa.Array:

@@ -68,10 +68,10 @@ class LanguageID(Filter):
             langs, scores = batch.column("lang"), batch.column("lang_score")
         else:
             langs, scores = self.predict(text_array(batch))
-        confident = scores.to_numpy(zero_copy_only=False) > self.min_score
+        confident = np.asarray(scores) > self.min_score
         if self.languages is None:
-            return [None if ok else "lang_low_score" for ok in confident]
-        listed = np.array([lang in self.languages for lang in langs.to_pylist()], dtype=bool)
+            return np.where(confident, None, "lang_low_score").tolist()
+        listed = np.asarray(pc.fill_null(pc.is_in(langs, value_set=pa.array(self.languages, pa.string())), False))
         keep = listed & confident
         if self.min_score < 0.5:  # then a listed language other than the top one may pass too
             keep |= self._other_listed_pass(text_array(batch), ~keep)

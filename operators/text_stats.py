@@ -20,9 +20,9 @@ import pyarrow.compute as pc
 # The boundaries `str.splitlines()` splits on, "\r\n" first so that it counts once (RE2 syntax).
 LINE_BOUNDARY = "\r\n|[\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]"
 
-IS_ALPHA = "IS_ALPHA"
+IS_ALPHA = "IS_ALPHA"  # the one token spaCy fails on (see _own_pipeline)
 
-# Python's `\S+` (str.isspace): the chunks Arrow's utf8_split_whitespace gives.
+# Python's `\S+` (str.isspace): the chunks `split_whitespace` gives.
 _NON_SPACE = re.compile(r"\S+")
 
 # Polynomial hash of a token's characters (base 2**32, so `int.from_bytes` of its UTF-32 computes it):
@@ -186,45 +186,22 @@ class WordTokenizer:
     """
 
     def __init__(self, language: str, max_chunks: int = 500_000) -> None:
-        from datatrove.utils.word_tokenizers import SpaCyTokenizer, WhitespaceTokenizer, load_word_tokenizer
+        from datatrove.utils.word_tokenizers import load_word_tokenizer
 
         self.language = language
-        self.max_chunks = max_chunks
+        self.max_chunks = max_chunks  # the cache (about 250 bytes a chunk) starts over beyond this
         self._datatrove = load_word_tokenizer(language)
-        # Our own spaCy pipeline, configured as datatrove's but not shared with it (see IS_ALPHA below).
-        spacy_tokenizer = None
-        if type(self._datatrove) is SpaCyTokenizer:
-            spacy_tokenizer = SpaCyTokenizer(self._datatrove.language, self._datatrove.config)
-        elif type(self._datatrove) is WhitespaceTokenizer:
-            spacy_tokenizer = SpaCyTokenizer("xx")
-        self._nlp = spacy_tokenizer.tokenizer if spacy_tokenizer is not None else None
-        from spacy.attrs import IS_PUNCT, IS_SPACE
-        from spacy.lang.lex_attrs import is_punct
-
-        self._is_punct = is_punct  # Token.is_punct, what the sentencizer reads
-        if self._nlp is not None:
-            # Token boundaries never depend on lexeme attributes; computing only the one we read makes
-            # spaCy's lexeme creation (most of its cost on new text) several times cheaper.
-            getters = self._nlp.vocab.lex_attr_getters
-            self._is_punct = getters[IS_PUNCT]
-            self._nlp.vocab.lex_attr_getters = {IS_SPACE: getters[IS_SPACE]}
+        self._nlp, self._is_punct = _own_pipeline(self._datatrove)
         self.chunkwise = self._nlp is not None and _SpecialCaseBridges.applies(self._nlp.tokenizer)
-        if self._nlp is not None:
-            self.sentence_punct = frozenset(self._nlp.get_pipe("sentencizer").punct_chars)
-        else:
-            from spacy.pipeline import Sentencizer
-
-            self.sentence_punct = frozenset(Sentencizer.default_punct_chars)
         if self.chunkwise:
             self._bridges = _SpecialCaseBridges(self._nlp.tokenizer)
-            # spaCy fails when it makes an "IS_ALPHA" token inside a memory zone, except the first
-            # time; datatrove then tokenizes the text without "IS_ALPHA". A permanent lexeme keeps our
-            # calls from failing; `split` applies datatrove's fallback to every such text.
-            self._nlp.vocab[IS_ALPHA]
+        self.sentence_punct = frozenset(self._nlp.get_pipe("sentencizer").punct_chars if self._nlp is not None
+                                        else _default_sentence_punct())
         self._powers = np.ones(1, dtype=np.int64)
-        self._reset()
+        self.reset()
 
-    def _reset(self) -> None:
+    def reset(self) -> None:
+        """Empty the chunk cache (it also starts over by itself beyond `max_chunks`)."""
         self._token_index: dict[str, int] = {}
         self.tokens: list[str] = []
         self.features = TokenFeatures.empty()
@@ -248,7 +225,7 @@ class WordTokenizer:
         these texts keep their chunkwise words, flagged in `Words.bridged`.
         """
         if len(self._chunk_index) > self.max_chunks or len(self.tokens) > self.max_chunks:
-            self._reset()
+            self.reset()
         if not self.chunkwise:
             return self._split_each(texts, self._datatrove.word_tokenize)
         chunks, chunk_offsets = split_whitespace(texts)
@@ -296,26 +273,8 @@ class WordTokenizer:
         return self._chunk_tokens[token_index], ends
 
     def _add_chunks(self, chunks: list[str]) -> np.ndarray:
-        # A chunk no affix, infix or special-case rule applies to is one token (spaCy's own checks,
-        # without building a Doc); spaCy tokenizes the rest.
-        tokenizer = self._nlp.tokenizer
-        rules = tokenizer.rules or {}
-        plain = [chunk not in rules and not tokenizer.find_prefix(chunk) and not tokenizer.find_suffix(chunk)
-                 and not tokenizer.find_infix(chunk) for chunk in chunks]
         with self._nlp.memory_zone():
-            split, split_bounds = _tokenize_chunks(
-                tokenizer, [chunk for chunk, simple in zip(chunks, plain, strict=True) if not simple])
-        texts, counts, position = [], [], 0
-        for chunk, simple in zip(chunks, plain, strict=True):
-            if simple:
-                texts.append(chunk)
-                counts.append(1)
-            else:
-                first, end = split_bounds[position], split_bounds[position + 1]
-                texts += split[first:end]
-                counts.append(end - first)
-                position += 1
-        bounds = np.concatenate(([0], np.cumsum(counts, dtype=np.int64)))
+            texts, bounds = _tokenize_chunks(self._nlp.tokenizer, chunks)
         token_ids = self._token_ids(texts)
         first_id = len(self._chunk_index)
         for offset, chunk in enumerate(chunks):
@@ -432,6 +391,37 @@ class WordTokenizer:
         return self._powers[exponents]
 
 
+def _own_pipeline(datatrove_tokenizer) -> tuple:
+    """A spaCy pipeline set up as datatrove's tokenizer for the language (None if that is not spaCy),
+    and the Token.is_punct function. It is not datatrove's own object, so our memory zones and
+    lexemes leave datatrove's state alone (see IS_ALPHA)."""
+    from datatrove.utils.word_tokenizers import SpaCyTokenizer, WhitespaceTokenizer
+    from spacy.attrs import IS_PUNCT, IS_SPACE
+    from spacy.lang.lex_attrs import is_punct
+
+    if type(datatrove_tokenizer) is SpaCyTokenizer:
+        nlp = SpaCyTokenizer(datatrove_tokenizer.language, datatrove_tokenizer.config).tokenizer
+    elif type(datatrove_tokenizer) is WhitespaceTokenizer:
+        nlp = SpaCyTokenizer("xx").tokenizer
+    else:
+        return None, is_punct
+    getters = nlp.vocab.lex_attr_getters
+    # Token boundaries never depend on lexeme attributes; computing only IS_SPACE (which we read from
+    # the Doc) makes spaCy's lexeme creation, most of its cost on new text, several times cheaper.
+    nlp.vocab.lex_attr_getters = {IS_SPACE: getters[IS_SPACE]}
+    # spaCy fails when it makes an "IS_ALPHA" token inside a memory zone, except the first time (and
+    # datatrove then tokenizes the text without "IS_ALPHA"); a permanent lexeme keeps our calls from
+    # failing, and `WordTokenizer.split` applies datatrove's fallback to every such text.
+    nlp.vocab[IS_ALPHA]
+    return nlp, getters[IS_PUNCT]
+
+
+def _default_sentence_punct() -> list[str]:
+    from spacy.pipeline import Sentencizer
+
+    return Sentencizer.default_punct_chars
+
+
 def _tokenize_chunks(tokenizer, chunks: list[str]) -> tuple[list[str], np.ndarray]:
     """Non-space tokens of many chunks in one spaCy call: (texts, bounds per chunk).
 
@@ -471,7 +461,8 @@ class _SpecialCaseBridges:
         rule_free = Tokenizer(tokenizer.vocab, {}, tokenizer.prefix_search, tokenizer.suffix_search,
                               tokenizer.infix_finditer, tokenizer.token_match, tokenizer.url_match)
         self.patterns: dict[tuple[str, str], list[tuple[tuple[str, ...], int]]] = {}
-        self.merged: set[str] = set()  # tokens a match inside a chunk may have produced
+        # What a match inside a chunk leaves: the special case's tokens, indexed by the first.
+        self.merged: dict[str, list[tuple[str, ...]]] = {}
         for string, pieces in (tokenizer.rules or {}).items():
             if " " in string or tokenizer.find_prefix(string) or tokenizer.find_suffix(string) \
                     or tokenizer.find_infix(string):
@@ -481,9 +472,10 @@ class _SpecialCaseBridges:
                     self.patterns.setdefault(pattern[cut - 1:cut + 1], []).append((pattern, cut))
                 orths = tuple(piece[ORTH] for piece in pieces)
                 if orths != pattern:
-                    self.merged.update(orths)
+                    self.merged.setdefault(orths[0], []).append(orths)
         self.reach = max((len(pattern) for entries in self.patterns.values() for pattern, _ in entries), default=1)
         # Pattern tokens numbered from 1 (0: none) and which (left, right) neighbours occur in a pattern.
+        self.pattern_tokens = {token for pair in self.patterns for token in pair}
         self.lefts = {left: kind for kind, left in enumerate(sorted({left for left, _ in self.patterns}), 1)}
         self.rights = {right: kind for kind, right in enumerate(sorted({right for _, right in self.patterns}), 1)}
         self.pairs = np.zeros((len(self.lefts) + 1, len(self.rights) + 1), dtype=bool)
@@ -508,7 +500,7 @@ class _SpecialCaseBridges:
         """First and last `reach` tokens before matching of each chunk (given its final `tokens`), as
         (text, covered by a pattern inside the chunk)."""
         # Tokens before and after matching differ only where a match merged some.
-        merged = [i for i, chunk_tokens in enumerate(tokens) if not self.merged.isdisjoint(chunk_tokens)]
+        merged = [i for i, chunk_tokens in enumerate(tokens) if self._may_be_merged(chunk_tokens)]
         if merged:
             tokens = list(tokens)
             with self.affix_tokenizer.vocab.memory_zone():
@@ -517,13 +509,23 @@ class _SpecialCaseBridges:
                 tokens[i] = texts[first:end]
         heads, tails = [], []
         for chunk_tokens in tokens:
-            if len(chunk_tokens) == 1:  # most chunks: a pattern needs two tokens
-                marked = ((chunk_tokens[0], False),)
-            else:
-                marked = tuple(zip(chunk_tokens, self._matched(chunk_tokens), strict=True))
+            head, tail = chunk_tokens[:self.reach], chunk_tokens[-self.reach:]
+            if self.pattern_tokens.isdisjoint(head) and self.pattern_tokens.isdisjoint(tail):
+                heads.append(_BARRIER)  # most chunks: no pattern reaches into them
+                tails.append(_BARRIER)
+                continue
+            marked = tuple(zip(chunk_tokens, self._matched(chunk_tokens), strict=True))
             heads.append(marked[:self.reach])
             tails.append(marked[-self.reach:])
         return heads, tails
+
+    def _may_be_merged(self, tokens: list[str]) -> bool:
+        """Do the tokens hold a special case's tokens, which a match may have merged them into?"""
+        for i, token in enumerate(tokens):
+            for orths in self.merged.get(token, ()):
+                if tuple(tokens[i:i + len(orths)]) == orths:
+                    return True
+        return False
 
     def _matched(self, tokens: list[str]) -> list[bool]:
         covered = [False] * len(tokens)
@@ -544,6 +546,10 @@ class _SpecialCaseBridges:
             if left_tokens[-cut:] == pattern[:cut] and right_tokens[:rest] == pattern[cut:]:
                 found = found or any(covered for _, covered in left[-cut:] + right[:rest])
         return found
+
+
+# The edge of a chunk without pattern tokens: a token no pattern has, so no match crosses it.
+_BARRIER = (("", False),)
 
 
 class _Muted:

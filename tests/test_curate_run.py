@@ -1,8 +1,8 @@
 """The `curate` flow on the sample corpus: counts that add up, the funnel artifact, token shards, and resume.
 
 One in-process run is the reference. The kill test runs `mixforge curate` in a subprocess, SIGKILLs it (with
-its Ray and Prefect processes) once some filter units have completed, reruns it, and compares every output file
-with the reference: a resumed run must equal an uninterrupted one.
+its Ray) once some filter units have completed, reruns it, and compares every output file with the reference:
+a resumed run must equal an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -29,11 +29,7 @@ from storage.shards import KINDS
 
 STAGES = ["ingest", "filter", "exact_dedup", "minhash_dedup", "tokenize"]
 MIXFORGE = str(Path(sys.executable).parent / "mixforge")
-
-
 SAMPLE_FILES = ["docs/fortunes.jsonl.gz", "web/sample.warc.wet.gz"]
-
-
 PLANTED = 15  # exact and near copies each
 
 
@@ -173,10 +169,17 @@ def test_rerun_skips_what_completed_and_refuses_another_config(reference, config
 
 
 def subprocess_env() -> dict[str, str]:
-    """The flow's subprocesses report to this session's Prefect server (no second server to start)."""
+    """The flow's subprocesses report to this session's Prefect server (no second one to start): the configured
+    one, else the temporary server Prefect started for the in-process runs."""
     from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import PREFECT_API_URL
 
-    return {**os.environ, "PREFECT_API_URL": SubprocessASGIServer().api_url, "TQDM_DISABLE": "1"}
+    url = PREFECT_API_URL.value()
+    if not url:
+        server = SubprocessASGIServer()
+        server.start()  # a no-op when the reference run started it
+        url = server.api_url
+    return {**os.environ, "PREFECT_API_URL": url, "TQDM_DISABLE": "1"}
 
 
 def session_processes(session: int) -> list[int]:
