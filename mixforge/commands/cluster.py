@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from mixforge.options import RayAddress, RunDir, fail
+
 
 def register(app: typer.Typer) -> None:
     app.command("cluster")(cluster)
@@ -13,11 +15,10 @@ def register(app: typer.Typer) -> None:
 
 
 def cluster(
+    out: RunDir,
     config: Path = typer.Argument(None, help="YAML with `cluster:` and `embed:` sections (both optional; a full "
                                              "run config works too). Omit for the defaults."),
-    out: Path = typer.Option(..., "--out", "-o", help="The run directory (made by `mixforge ingest`)."),
-    ray_address: str = typer.Option(None, "--ray-address", envvar="RAY_ADDRESS",
-                                    help="Ray cluster to run on (default: an embedded local Ray)."),
+    ray_address: RayAddress = None,
 ) -> None:
     """Embed, k-means, prune and merge a run's documents into clusters and super-clusters (CLIMB)."""
     import yaml
@@ -29,15 +30,15 @@ def cluster(
     sections = {}
     if config is not None:
         if not config.exists():
-            _fail(f"no config file at {config}")
+            fail(f"no config file at {config}")
         sections = yaml.safe_load(config.read_text()) or {}
         if not isinstance(sections, dict):
-            _fail(f"{config} must be a YAML mapping with `cluster:` and/or `embed:` sections")
+            fail(f"{config} must be a YAML mapping with `cluster:` and/or `embed:` sections")
     try:
         cluster_config = ClusterConfig.model_validate(sections.get("cluster") or {})
         embed_config = EmbedConfig.model_validate(sections.get("embed") or {})
     except ValidationError as error:
-        _fail(f"invalid config {config}:\n{error}")
+        fail(f"invalid config {config}:\n{error}")
     result = cluster_flow(out=str(out), config=cluster_config, embed=embed_config, ray_address=ray_address)
     typer.echo(f"\n{result['documents']:,} documents in {result['clusters']} clusters, "
                f"{result['super_clusters']} super-clusters, {result['pruned_documents']:,} pruned.")
@@ -59,8 +60,3 @@ def embed_model(
         typer.echo(f"not built yet: {path} (run `mixforge embed-model --build`, ~2 minutes once)")
         raise typer.Exit(1)
     typer.echo(str(path))
-
-
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(2)

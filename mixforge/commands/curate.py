@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from mixforge.options import Progress, RayAddress, RunDir, fail
+
 
 def register(app: typer.Typer) -> None:
     app.command("curate")(curate)
@@ -14,11 +16,10 @@ def register(app: typer.Typer) -> None:
 
 
 def curate(
+    out: RunDir,
     config: Path = typer.Argument(..., help="Run config (YAML); `mixforge init-config` prints a documented one."),
-    out: str = typer.Option(..., "--out", "-o", help="Run directory; rerun with the same one to resume."),
-    ray_address: str = typer.Option(None, "--ray-address", envvar="RAY_ADDRESS",
-                                     help="Ray cluster to run on (default: the config's, else an embedded Ray)."),
-    progress: bool = typer.Option(True, help="Show a progress bar per stage."),
+    ray_address: RayAddress = None,
+    progress: Progress = True,
 ) -> None:
     """Read, language-ID, filter, dedup and tokenize the config's inputs into `<out>/shards/tokenize`."""
     from flows.config import ConfigError, load_config
@@ -29,7 +30,7 @@ def curate(
         run_config = load_config(config)
         curate_flow(config=run_config, out=out, ray_address=ray_address, progress=progress)
     except (ConfigError, RunMismatch, FileNotFoundError) as error:  # what the user can fix: bad config or paths
-        _fail(error)
+        fail(error)
     typer.echo(f"\nQuery it: mixforge sql {out} \"SELECT drop_reason, count(*) FROM dropped GROUP BY 1\"")
 
 
@@ -48,7 +49,7 @@ def deploy(
     cron: str = typer.Option("0 3 * * *", help="When to run (cron, in --timezone)."),
     name: str = typer.Option("curate", help="Deployment name (the deployment is curate/NAME)."),
     timezone: str = typer.Option(None, help="Time zone of the cron schedule (default UTC)."),
-    ray_address: str = typer.Option(None, "--ray-address", envvar="RAY_ADDRESS", help="Ray cluster for the runs."),
+    ray_address: RayAddress = None,
 ) -> None:
     """Create a deployment of `curate` on a cron schedule and execute its runs here until interrupted.
 
@@ -61,10 +62,4 @@ def deploy(
     try:
         serve_curate(config, out, name=name, cron=cron, timezone=timezone, ray_address=ray_address)
     except (ConfigError, NoPrefectServer) as error:
-        _fail(error)
-
-
-def _fail(error: Exception) -> None:
-    for line in str(error).splitlines():
-        typer.echo(f"error: {line}", err=True)
-    raise typer.Exit(2)
+        fail(error)

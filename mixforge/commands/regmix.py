@@ -9,6 +9,8 @@ from pathlib import Path
 
 import typer
 
+from mixforge.options import RayAddress, fail
+
 regmix_app = typer.Typer(help="Data-mixture experiments (RegMix, CLIMB): sample, fit, predict, optimum, run.",
                          no_args_is_help=True)
 
@@ -16,10 +18,6 @@ regmix_app = typer.Typer(help="Data-mixture experiments (RegMix, CLIMB): sample,
 def register(app: typer.Typer) -> None:
     app.add_typer(regmix_app, name="regmix")
 
-
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(2)
 
 
 @regmix_app.command("sample")
@@ -46,7 +44,7 @@ def sample(
                                                    max_usage=max_usage, min_weight=min_weight, seed=seed)
         mixtures = sampler.sample(n)
     except (DomainError, ValueError) as error:
-        _fail(str(error))
+        fail(str(error))
     table = counts.table()
     typer.echo(f"{len(table)} domains by {by} (tokens: {counts.token_source}):", err=True)
     typer.echo(table.to_string(float_format=lambda v: f"{v:.4f}"), err=True)
@@ -85,7 +83,7 @@ def fit(
         regressor = RegMixRegressor(model, num_threads=num_threads)
         report = regressor.fit_report(X, Y[target], **held)
     except ValueError as error:
-        _fail(str(error))
+        fail(str(error))
     regressor.save(out)
     (out / "report.json").write_text(json.dumps(report, indent=2))
     typer.echo(f"{model} fit on {len(X)} runs x {X.shape[1]} domains; scored by {report['method']}:")
@@ -114,7 +112,7 @@ def predict(
         if target is not None and target not in predicted.columns:
             raise ValueError(f"unknown target '{target}'; fitted targets: {', '.join(predicted.columns)}")
     except (ValueError, FileNotFoundError) as error:
-        _fail(str(error))
+        fail(str(error))
     first = pd.read_csv(mixtures, nrows=0).columns[0]
     values = predicted[target] if target else predicted.mean(axis=1)
     pd.DataFrame({first: X.index, "prediction": values.to_numpy()}).to_csv(sys.stdout, index=False,
@@ -138,7 +136,7 @@ def optimum(
         regressor = RegMixRegressor.load(fit_dir)
         best = regressor.optimum(samples, top_k, seed=seed, target=target)
     except (ValueError, FileNotFoundError) as error:
-        _fail(str(error))
+        fail(str(error))
     predicted = regressor.predict_frame(best.to_frame().T)
     score = float(predicted[target].iloc[0] if target else predicted.iloc[0].mean())
     context = {"predicted": round(score, 6), "target": target or regressor.targets_, "n_samples": samples,
@@ -151,8 +149,7 @@ def optimum(
 @regmix_app.command("run")
 def run(
     config: Path = typer.Argument(..., help="Experiment YAML (see mixtures/config.py)."),
-    ray_address: str = typer.Option(None, "--ray-address", envvar="RAY_ADDRESS",
-                                     help="Ray cluster for the proxies (default: an embedded local Ray)."),
+    ray_address: RayAddress = None,
 ) -> None:
     """Run a whole experiment: target sets, proxy rounds on Ray, fit, best mixture, exports."""
     from mixtures.config import ConfigError, load_config
@@ -163,7 +160,7 @@ def run(
         settings = load_config(config)
         experiment = MixtureExperiment(settings)
     except (ConfigError, ValueError) as error:
-        _fail(str(error))
+        fail(str(error))
     ensure_ray(ray_address)
     summary = experiment.run()
     typer.echo(json.dumps({"best": summary["best"], "predicted": summary["predicted"],

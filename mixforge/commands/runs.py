@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from mixforge.options import Progress, RayAddress, RunDir, fail
+
 
 def register(app: typer.Typer) -> None:
     app.command("run")(run)
@@ -14,30 +16,28 @@ def register(app: typer.Typer) -> None:
 
 
 def run(
+    out: RunDir,
     config: Path = typer.Argument(..., help="Pipeline config (YAML): curation sections plus optional cluster, "
                                             "score, select and mixture sections."),
-    out: str = typer.Option(..., "--out", "-o", help="Run directory; rerun with the same one to resume."),
-    ray_address: str = typer.Option(None, "--ray-address", envvar="RAY_ADDRESS",
-                                     help="Ray cluster to run on (default: the config's, else an embedded Ray)."),
-    progress: bool = typer.Option(True, help="Show a progress bar per stage."),
+    ray_address: RayAddress = None,
+    progress: Progress = True,
 ) -> None:
     """Run the whole pipeline from one config: curate, then cluster, score, select, mixture experiment."""
     from flows.config import ConfigError, load_config
+    from flows.curate import RunMismatch
     from flows.pipeline import PipelineConfig, pipeline
 
     try:
         pipeline(config=load_config(config, PipelineConfig), out=out, ray_address=ray_address, progress=progress)
-    except ConfigError as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(2) from None
+    except (ConfigError, RunMismatch, FileNotFoundError) as error:  # what the user can fix: bad config or paths
+        fail(error)
     typer.echo(f"\nLook at it: mixforge manifest {out}   |   mixforge sql {out}   |   mixforge ui {out}")
 
 
 def ingest(
+    out: RunDir,
     inputs: list[str] = typer.Argument(..., help="Files, directories, globs or fsspec URLs (s3://, gs://, ...)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Run directory to write shards and manifest into."),
-    ray_address: str = typer.Option(None, "--ray-address", envvar="RAY_ADDRESS",
-                                     help="Ray cluster to run on (default: an embedded local Ray)."),
+    ray_address: RayAddress = None,
     text_key: str = typer.Option("text", help="Field holding the text in JSONL/Parquet inputs."),
     max_doc_mb: float = typer.Option(8.0, help="Quarantine documents larger than this (MiB)."),
 ) -> None:

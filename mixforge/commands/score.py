@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from mixforge.options import Progress, RayAddress, RunDir, fail
+
 score_app = typer.Typer(help="Train document scorers (PreSelect, DCLM-style fastText, DataMan students), annotate "
                              "documents with DataMan ratings, and score a run.", no_args_is_help=True)
 
@@ -15,11 +17,6 @@ def register(app: typer.Typer) -> None:
     app.command("select")(select)
 
 
-def _fail(message: str) -> None:
-    for line in str(message).splitlines():
-        typer.echo(f"error: {line}", err=True)
-    raise typer.Exit(2)
-
 
 def _section(config: Path, name: str, model):
     """The `name:` section of a YAML file (or the whole file if it has no such key), validated."""
@@ -27,14 +24,14 @@ def _section(config: Path, name: str, model):
     from pydantic import ValidationError
 
     if not config.exists():
-        _fail(f"no config file at {config}")
+        fail(f"no config file at {config}")
     data = yaml.safe_load(config.read_text()) or {}
     if not isinstance(data, dict):
-        _fail(f"{config} must be a YAML mapping")
+        fail(f"{config} must be a YAML mapping")
     try:
         return model.model_validate(data.get(name, data))
     except ValidationError as error:
-        _fail(f"invalid `{name}` config in {config}:\n{error}")
+        fail(f"invalid `{name}` config in {config}:\n{error}")
 
 
 def _texts(sources: list[str], run: Path | None, limit: int | None) -> list[str]:
@@ -51,10 +48,10 @@ SOURCE_HELP = "files/folders/globs in any input format, or a SELECT over the run
 
 @score_app.command("run")
 def run(
+    out: RunDir,
     config: Path = typer.Argument(..., help="YAML with a `score:` section (or the section itself)."),
-    out: Path = typer.Option(..., "--out", "-o", help="The run directory."),
-    ray_address: str = typer.Option(None, "--ray-address", envvar="RAY_ADDRESS", help="Ray cluster to run on."),
-    progress: bool = typer.Option(True, help="Show a progress bar."),
+    ray_address: RayAddress = None,
+    progress: Progress = True,
 ) -> None:
     """Score a run's documents with the configured fastText classifiers and student rater (stage `score`)."""
     from flows.score import ScoreConfig, score
@@ -127,7 +124,7 @@ def train_preselect(
     try:
         preselect.fit(documents, loss_matrix(models, documents), scores)
     except ValueError as error:
-        _fail(str(error))
+        fail(str(error))
     preselect.classifier_.save(out)
     fit = preselect.fit_
     typer.echo(f"{len(documents):,} documents, strength max {fit.max_strength:g}: {len(fit.positives):,} positives, "
@@ -161,7 +158,7 @@ def annotate(
         failed = {}
     else:
         if not base_url or not model:
-            _fail("give --base-url and --model for an LLM, or --teacher")
+            fail("give --base-url and --model for an LLM, or --teacher")
         result = LLMAnnotator(base_url, model, concurrency=concurrency,
                               cache=cache or run / "_dataman_cache").annotate(ids, texts)
         table, failed = result.annotations, result.failed
@@ -191,17 +188,17 @@ def train_students(
     manifest = load_manifest(run)
     stage = stage or (manifest.final_stage if manifest else None)
     if not stage:
-        _fail("give --stage: the run has no manifest naming its final stage")
+        fail("give --stage: the run has no manifest naming its final stage")
     texts = texts_by_id(run, stage, table.column("id").to_pylist())
     StudentRater(features=features).fit(texts, table).save(out)
     typer.echo(f"student rater trained on {table.num_rows:,} annotations: {out}")
 
 
 def select(
+    out: RunDir,
     config: Path = typer.Argument(..., help="YAML with a `select:` section (or the section itself)."),
-    out: Path = typer.Option(..., "--out", "-o", help="The run directory (scored)."),
-    ray_address: str = typer.Option(None, "--ray-address", envvar="RAY_ADDRESS", help="Ray cluster to run on."),
-    progress: bool = typer.Option(True, help="Show a progress bar."),
+    ray_address: RayAddress = None,
+    progress: Progress = True,
 ) -> None:
     """Keep the best documents of a scored run (top fraction, threshold, or DataMan domain budgets): stage `select`."""
     from flows.score import SelectConfig

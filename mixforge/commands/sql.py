@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from mixforge.options import fail
+
 FORMATS = ("table", "csv", "json")
 
 
@@ -25,20 +27,20 @@ def sql(
     from storage.catalog import QueryRefused, open_catalog
 
     if fmt not in FORMATS:
-        _fail(f"--format must be one of {', '.join(FORMATS)}, not '{fmt}'")
+        fail(f"--format must be one of {', '.join(FORMATS)}, not '{fmt}'")
     if output is not None and output.suffix.lower() not in (".csv", ".json", ".parquet"):
-        _fail(f"--output must end in .csv, .json or .parquet, not '{output.name}'")
+        fail(f"--output must end in .csv, .json or .parquet, not '{output.name}'")
     try:
         con = open_catalog(run_dir)
     except FileNotFoundError as error:
-        _fail(str(error))
+        fail(str(error))
     if query is None:
         _interactive(con, fmt)
         return
     try:
         _run(con, query, fmt, output, max_rows)
     except QueryRefused as error:
-        _fail(str(error))
+        fail(str(error))
 
 
 def _run(con, query: str, fmt: str, output: Path | None, max_rows: int) -> None:
@@ -119,8 +121,3 @@ def _interactive(con, fmt: str) -> None:
         except QueryRefused as error:
             typer.echo(f"error: {error}", err=True)
         buffer = ""
-
-
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(2)
