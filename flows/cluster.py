@@ -16,9 +16,6 @@ records), so changing, say, the merge distance redoes the labelling but not the 
 
 from __future__ import annotations
 
-import hashlib
-import json
-import shutil
 from functools import partial
 from pathlib import Path
 from typing import Literal
@@ -35,10 +32,10 @@ from clustering.climb import ClimbClustering, default_n_clusters
 from clustering.projection import project, projection_table, write_plot
 from clustering.stages import AssignWorker, EmbedWorker, LabelWorker, assignment_path, embedding_path
 from clustering.table import ClusterCorpus, centroid_table, cluster_table
-from flows.engine import init_ray, record_stage, run_stage
+from flows.engine import fingerprint, init_ray, record_stage, run_stage, start_stage
 from operators.embed import EMBEDDING_COLUMN, Backend, VectorType, build_static_model, vectors
 from storage.manifest import Manifest, describe, load_manifest, package_versions, save_manifest
-from storage.shards import stage_files, write_json_atomic, write_table_atomic
+from storage.shards import stage_files, write_table_atomic
 
 EMBED_STAGE = "embed"
 ASSIGN_STAGE = "assign"
@@ -93,22 +90,6 @@ class ClusterConfig(BaseModel):
                                center=self.center, merge_distance=self.merge_distance,
                                n_super_clusters=self.n_super_clusters, prune_thresholds=self.prune,
                                random_state=self.seed)
-
-
-def fingerprint(*parts: object) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def start_stage(out_dir: Path, stage: str, print_: str, outputs: list[Path]) -> None:
-    """Keep a stage's completed units only if they were made from the same inputs and settings;
-    otherwise clear its records and outputs (and everything they fed, listed in `outputs`)."""
-    marker = out_dir / "_progress" / stage / "fingerprint.json"
-    if marker.exists() and json.loads(marker.read_text()).get("fingerprint") == print_:
-        return
-    shutil.rmtree(out_dir / "_progress" / stage, ignore_errors=True)
-    for path in outputs:
-        shutil.rmtree(path, ignore_errors=True)
-    write_json_atomic({"fingerprint": print_}, marker)
 
 
 def input_stage(config: ClusterConfig, manifest: Manifest) -> str:

@@ -8,8 +8,10 @@ makes a killed run resumable at unit granularity without duplicates.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +22,7 @@ from tqdm.auto import tqdm
 
 from operators.base import StageStats
 from storage.manifest import Manifest, now
-from storage.shards import ShardWriter, completed_units, discard_partial_unit, mark_unit_done
+from storage.shards import ShardWriter, completed_units, discard_partial_unit, mark_unit_done, write_json_atomic
 
 
 class UnitWorker(Protocol):
@@ -109,6 +111,23 @@ def run_stage(stage: str, units: list[str], out_dir: str | Path, make_worker: Ca
             bar.update(1)
         bar.close()
     return [done[rank] for rank in sorted(done)]
+
+
+def fingerprint(*parts: object) -> str:
+    """A short digest of a stage's inputs and settings: equal digests mean its outputs can be kept."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def start_stage(out_dir: Path, stage: str, digest: str, outputs: list[Path]) -> None:
+    """Keep a stage's completed units only if they were made from the same inputs and settings;
+    otherwise clear its records and outputs (and everything they fed, listed in `outputs`)."""
+    marker = out_dir / "_progress" / stage / "fingerprint.json"
+    if marker.exists() and json.loads(marker.read_text()).get("fingerprint") == digest:
+        return
+    shutil.rmtree(out_dir / "_progress" / stage, ignore_errors=True)
+    for path in outputs:
+        shutil.rmtree(path, ignore_errors=True)
+    write_json_atomic({"fingerprint": digest}, marker)
 
 
 def record_stage(manifest: Manifest, stage: str, units: list[str], records: list[dict]) -> None:

@@ -15,9 +15,9 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
+from flows.engine import init_ray
 from mixtures.config import ExperimentConfig, parse_config
 from mixtures.experiment import MixtureExperiment
-from mixtures.proxy import ensure_ray
 from mixtures.search import IterativeSearch
 
 
@@ -95,7 +95,7 @@ def mixture_experiment(
     print(f"{len(experiment.domain_tokens.tokens)} domains by {by}; targets {', '.join(targets)}; out {config.out}")
     prepare(experiment)
     if not config.trainer_command:
-        ensure_ray(ray_address)
+        init_ray(ray_address)
     search = experiment.search()
     for index in range(len(config.rounds)):
         print(f"round {index + 1}/{len(config.rounds)}: {proxy_round(search, index)} proxies")

@@ -25,9 +25,8 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from flows.cluster import fingerprint, start_stage
 from flows.curate import ChainWorker
-from flows.engine import init_ray, record_stage, run_stage
+from flows.engine import fingerprint, init_ray, record_stage, run_stage, start_stage
 from operators.base import Operator
 from operators.keep_selected import KeepSelected
 from operators.score_fasttext import ScoreFastText

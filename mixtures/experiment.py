@@ -28,7 +28,7 @@ from mixtures.config import ExperimentConfig
 from mixtures.domains import CorpusDomains
 from mixtures.io import export_mixture, write_metrics, write_mixtures
 from mixtures.materialize import TOKENS_FILE, TokenShard, materialize
-from mixtures.proxy import CompactVocab, ProxyConfig, ensure_ray, run_external_trainer, train_proxy
+from mixtures.proxy import CompactVocab, ProxyConfig, run_external_trainer, train_proxy
 from mixtures.regression import CLIMB_LIGHTGBM
 from mixtures.sampler import MixtureSampler
 from mixtures.search import IterativeSearch, SearchResult
@@ -123,9 +123,8 @@ class MixtureExperiment:
         if self.config.trainer_command:
             metrics = run_external_trainer(self.config.trainer_command, ratios, folder / "metrics.csv")
             return proposals, metrics
-        import ray
+        import ray  # joins the caller's Ray (flows.engine.init_ray), else starts a default local one
 
-        ensure_ray()
         task = ray.remote(num_cpus=1, num_gpus=self.config.proxy.num_gpus)(train_mixture)
         config_json = self.config.model_dump_json()
         results = ray.get([task.remote(config_json, run, {d: float(w) for d, w in row.items() if w > 0})

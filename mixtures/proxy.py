@@ -19,7 +19,6 @@ whole round to a user's command instead.
 from __future__ import annotations
 
 import math
-import os
 import shlex
 import subprocess
 import time
@@ -206,20 +205,6 @@ def _evaluate(model, shard: TokenShard, compact: CompactVocab, config: ProxyConf
             total += F.cross_entropy(logits.flatten(0, 1), batch[:, 1:].flatten(), reduction="sum").item()
     scored = n_windows * config.seq_len
     return total / scored, total / math.log(2) / (scored * shard.bytes_per_token)
-
-
-def ensure_ray(address: str | None = None) -> None:
-    """Join the Ray cluster at `address` (or RAY_ADDRESS), else start a quiet local one; no-op if connected."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    address = address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, log_to_driver=False)
-    else:
-        ray.init(include_dashboard=False, log_to_driver=False)
 
 
 def run_external_trainer(command: str, ratios: str | Path, out: str | Path, *, timeout: float | None = None

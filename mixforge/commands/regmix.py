@@ -152,16 +152,16 @@ def run(
     ray_address: RayAddress = None,
 ) -> None:
     """Run a whole experiment: target sets, proxy rounds on Ray, fit, best mixture, exports."""
+    from flows.engine import init_ray
     from mixtures.config import ConfigError, load_config
     from mixtures.experiment import MixtureExperiment
-    from mixtures.proxy import ensure_ray
 
     try:
         settings = load_config(config)
         experiment = MixtureExperiment(settings)
     except (ConfigError, ValueError) as error:
         fail(str(error))
-    ensure_ray(ray_address)
+    init_ray(ray_address)
     summary = experiment.run()
     typer.echo(json.dumps({"best": summary["best"], "predicted": summary["predicted"],
                            "report": summary["report"]["targets"]}, indent=2))
