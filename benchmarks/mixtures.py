@@ -70,8 +70,8 @@ def matmul_peak() -> float:
 def proxy(tokens: int) -> None:
     import torch
 
-    from mixtures.materialize import TokenShard
     from mixtures.proxy import CompactVocab, ProxyConfig, train_proxy
+    from storage.token_shards import write_token_shard
 
     torch.set_num_threads(1)
     peak = matmul_peak()
@@ -80,8 +80,10 @@ def proxy(tokens: int) -> None:
     config = ProxyConfig(eval_tokens=4096)
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
-        train = TokenShard.write(folder / "train", stream[:tokens], [0, tokens], n_bytes=4 * tokens, vocab_size=200_019)
-        valid = TokenShard.write(folder / "valid", stream[tokens:], [0, 10_000], n_bytes=40_000, vocab_size=200_019)
+        train = write_token_shard(folder / "train", stream[:tokens], [0, tokens], n_bytes=4 * tokens,
+                                  tokenizer="zipf", vocab_size=200_019)
+        valid = write_token_shard(folder / "valid", stream[tokens:], [0, 10_000], n_bytes=40_000,
+                                  tokenizer="zipf", vocab_size=200_019)
         CompactVocab.build([train, valid], 4096).save(folder / "vocab.npy")
         result = train_proxy("bench", folder / "train", {"valid": folder / "valid"}, folder / "vocab.npy", config)
     flops = 6 * result.params * result.tokens_per_second

@@ -77,7 +77,7 @@ def main() -> None:
                 sink = Tokenize(encoding, threads=threads)
 
                 def encode_to_shard() -> None:
-                    sink.sink = sink.shard_writer(tmp, "bench")  # noqa: B023
+                    sink.sink = sink.shard_writer(Path(tmp) / "bench")  # noqa: B023
                     for batch in batches:
                         sink(batch)  # noqa: B023
                     sink.sink.close()  # noqa: B023

@@ -39,7 +39,7 @@ FILTER, EXACT, MINHASH, TOKENIZE = "filter", "exact_dedup", "minhash_dedup", "to
 BATCH_ROWS = 4096
 OUTPUT_SECTIONS = ("inputs", "langid", "filters", "dedup", "tokenize")
 RECOUNT = "tokenize_edited"  # the filter stage's last step: token counts of the (possibly edited) texts kept
-TOKEN_SHARDS = "tokens"  # <out>/tokens/part-RRRRR.{tokens.u32,offsets.i64,ids.parquet,json}
+TOKEN_SHARDS = "tokens"  # <out>/tokens/part-RRRRR.{tokens.u32,offsets.i64,ids.parquet,json}: storage/token_shards.py
 
 
 class RunMismatch(ValueError):
@@ -97,15 +97,14 @@ class TokenizeWorker(ChainWorker):
     def __call__(self, rank: int, path: str, writer: ShardWriter) -> dict[str, StageStats]:
         if self.token_dir is None:
             return super().__call__(rank, path, writer)
-        name = f"part-{rank:05d}"
-        for stale in Path(self.token_dir).glob(f".tmp-*-{name}.*"):  # what a killed attempt left
-            stale.unlink()
-        self.tokenizer.sink = self.tokenizer.shard_writer(self.token_dir, name)
-        try:
-            stats = super().__call__(rank, path, writer)
-            self.tokenizer.sink.close()
-        finally:
-            self.tokenizer.sink = None
+        # the writer clears what a killed attempt at this unit left; a failed one leaves nothing
+        with self.tokenizer.shard_writer(Path(self.token_dir) / f"part-{rank:05d}") as sink:
+            self.tokenizer.sink = sink
+            try:
+                stats = super().__call__(rank, path, writer)
+            finally:
+                self.tokenizer.sink = None
+            sink.close()
         return stats
 
 

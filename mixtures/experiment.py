@@ -1,14 +1,14 @@
 """A whole mixture experiment on a curated run: targets, vocabulary, proxy rounds, fit, best mixture.
 
 Layout of `out/`:
-  targets/<domain>/       token shard of the domain's held-out documents (a target set)
+  targets/<domain>.*      token shard (storage/token_shards.py) of the domain's held-out documents (a target set)
   vocab.npy, setup.json   the compact proxy vocabulary shared by every proxy, and the settings it was built for
-  runs/<run>/             each proxy's shard manifest and result.json (a rerun skips finished runs)
+  runs/<run>/             each proxy's shard header (manifest.json) and result.json (a rerun skips finished runs)
   rounds/<i>/ratios.csv   what round i proposed (and metrics.csv with what it measured)
   ratios.csv, metrics.csv every run: the mixture it trained on (`run`, one column per domain), its metrics
   fit/                    the predictor (models, fit.json, report.json)
   best_mixture.yaml/.json the chosen mixture, its predicted target loss and the tokens it needs
-  best/                   the best mixture materialized, when export.budget_tokens is set
+  best.*                  token shard of the best mixture, when export.budget_tokens is set
   experiment.json         config and summary
 
 Proxies run as Ray tasks (one CPU each): each materializes its mixture from the shards, trains and
@@ -18,6 +18,7 @@ scores the target sets. With `trainer_command`, a round's ratios.csv is handed t
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -27,11 +28,12 @@ import pandas as pd
 from mixtures.config import ExperimentConfig
 from mixtures.domains import CorpusDomains
 from mixtures.io import export_mixture, write_metrics, write_mixtures
-from mixtures.materialize import TOKENS_FILE, TokenShard, materialize
+from mixtures.materialize import materialize
 from mixtures.proxy import CompactVocab, ProxyConfig, run_external_trainer, train_proxy
 from mixtures.regression import CLIMB_LIGHTGBM
 from mixtures.sampler import MixtureSampler
 from mixtures.search import IterativeSearch, SearchResult
+from storage.token_shards import TokenShard, TokenShardFiles
 
 RESULT_FILE = "result.json"
 
@@ -68,7 +70,9 @@ def train_mixture(config_json: str, run: str, weights: dict[str, float]) -> dict
                            split="train", seed=config.sampler.seed, tokenizer=m.tokenizer)
     targets = {t: str(out / "targets" / t) for t in config.targets}
     proxy = train_proxy(run, folder / "shard", targets, out / "vocab.npy", _proxy_config(config))
-    (folder / "shard" / TOKENS_FILE).unlink()  # the manifest stays; the tokens can be rebuilt from it
+    shard = TokenShardFiles.of(folder / "shard")
+    os.replace(shard.header, folder / "manifest.json")  # the record stays; the tokens can be rebuilt from it
+    shard.remove()
     result = {"requested": weights, "realised": manifest["realised_weights"], "metrics": proxy.row(),
               "setup": setup}
     done.write_text(json.dumps(result, indent=2))
@@ -102,19 +106,19 @@ class MixtureExperiment:
         recorded.write_text(json.dumps(setup, indent=2))
         targets = {}
         for target in self.config.targets:
-            folder = self.out / "targets" / target
-            if not (folder / "manifest.json").exists():
-                materialize(self.corpus, {target: 1.0}, self.config.proxy.eval_tokens + 1, folder, max_epochs=1,
+            prefix = self.out / "targets" / target
+            if not TokenShardFiles.of(prefix).header.exists():
+                materialize(self.corpus, {target: 1.0}, self.config.proxy.eval_tokens + 1, prefix, max_epochs=1,
                             split="valid", tokenizer=m.tokenizer)
-            targets[target] = TokenShard.open(folder)
+            targets[target] = TokenShard.open(prefix)
         if not (self.out / "vocab.npy").exists():
             prior = self.domain_tokens.tokens / self.domain_tokens.tokens.sum()
             sample = self.out / "vocab-sample"
             materialize(self.corpus, prior.to_dict(), m.vocab_sample_tokens, sample, max_epochs=1, split="train",
                         tokenizer=m.tokenizer)
             CompactVocab.build([TokenShard.open(sample), *targets.values()], m.vocab_size).save(self.out / "vocab.npy")
-            shutil.rmtree(sample)
-        return {t: shard.manifest["n_tokens"] for t, shard in targets.items()}
+            TokenShardFiles.of(sample).remove()
+        return {t: shard.n_tokens for t, shard in targets.items()}
 
     def evaluate(self, proposals: pd.DataFrame, round_index: int) -> tuple[pd.DataFrame, pd.DataFrame]:
         """Train and score one round of mixtures; the mixtures actually trained and their metrics."""

@@ -1,77 +1,31 @@
 """Materialize a mixture: draw documents per domain to a token budget, tokenise, write a token shard.
 
-A token shard is a folder: `tokens.bin` (flat little-endian uint32 token ids of the real tokenizer,
-o200k_base by default, each document followed by its end-of-text token), `offsets.npy` (int64,
-n_docs + 1 document boundaries into tokens.bin) and `manifest.json` (tokenizer, requested and
-realised weights, per-domain tokens, documents, bytes and epochs, and where the documents came
-from). A big training run reads it as it is (np.memmap); proxies remap ids to a compact vocabulary
+The shard is the project's one token-shard format (storage/token_shards.py: flat little-endian uint32 ids
+of the real tokenizer, o200k_base by default, each document followed by its end-of-text token; int64
+offsets; document ids; a JSON header written last). Its header carries the mixture: requested and
+realised weights, per-domain tokens, documents, bytes and epochs, and where the documents came from.
+A big training run reads it as it is (np.memmap); proxies remap ids to a compact vocabulary
 (mixtures/proxy.py), which is why the shard keeps the tokenizer's own ids.
 
 Each domain gets round(weight * budget) tokens (largest remainders, so they sum to the budget):
 documents in a seeded random order, tokenised in chunks until the target is reached, the last one
-cut to fit. A domain too small for its target is repeated, at most `max_epochs` times; beyond that
-its tokens fall short of the target, and the manifest records the shortfall and the realised
-weights (the mixture a proxy actually saw).
+cut to fit (keeping its end-of-text). A domain too small for its target is repeated, at most
+`max_epochs` times; beyond that its tokens fall short of the target, and the header records the
+shortfall and the realised weights (the mixture a proxy actually saw).
 """
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
 import zlib
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from mixtures.domains import CorpusDomains
+from storage.token_shards import TokenShardWriter
 
-FORMAT = "mixforge-token-shard/1"
-TOKENS_FILE = "tokens.bin"
-OFFSETS_FILE = "offsets.npy"
-MANIFEST_FILE = "manifest.json"
 CHUNK_MARGIN = 1.15  # fetch estimated tokens x this, so one chunk usually reaches the target
-
-
-@dataclass
-class TokenShard:
-    """A materialized shard opened for reading: tokens as a read-only memmap."""
-
-    path: Path
-    tokens: np.ndarray
-    offsets: np.ndarray
-    manifest: dict
-
-    @classmethod
-    def open(cls, path: str | Path) -> TokenShard:
-        path = Path(path)
-        manifest = json.loads((path / MANIFEST_FILE).read_text())
-        if manifest.get("format") != FORMAT:
-            raise ValueError(f"{path} is not a token shard ({MANIFEST_FILE} format {manifest.get('format')!r})")
-        count = manifest["n_tokens"]
-        tokens = (np.memmap(path / TOKENS_FILE, dtype="<u4", mode="r", shape=(count,)) if count
-                  else np.empty(0, dtype="<u4"))
-        return cls(path, tokens, np.load(path / OFFSETS_FILE), manifest)
-
-    @classmethod
-    def write(cls, path: str | Path, tokens: np.ndarray, offsets: np.ndarray, *, n_bytes: int, vocab_size: int,
-              **context) -> TokenShard:
-        """A shard from token ids already in hand (e.g. a synthetic stream); `context` goes to the manifest."""
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        np.asarray(tokens, dtype="<u4").tofile(path / TOKENS_FILE)
-        np.save(path / OFFSETS_FILE, np.asarray(offsets, dtype=np.int64))
-        manifest = {"format": FORMAT, "vocab_size": int(vocab_size), "dtype": "uint32", "n_tokens": len(tokens),
-                    "n_docs": len(offsets) - 1, "n_bytes": int(n_bytes),
-                    "files": {"tokens": TOKENS_FILE, "offsets": OFFSETS_FILE}, **context}
-        (path / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
-        return cls.open(path)
-
-    @property
-    def bytes_per_token(self) -> float:
-        return self.manifest["n_bytes"] / max(self.manifest["n_tokens"], 1)
 
 
 def split_budget(weights: Mapping[str, float], budget: int) -> dict[str, int]:
@@ -97,9 +51,9 @@ class _DomainStream:
         self.ids = docs["id"].to_numpy()[order]
         self.estimates = docs["tokens"].to_numpy()[order]
         self.next = 0
-        self.docs: list[np.ndarray] = []  # token ids of each document tokenised so far, EOT included
+        self.docs: list[np.ndarray] = []  # token ids of each document tokenised so far, without its end-of-text
         self.doc_bytes: list[int] = []
-        self.tokens = 0
+        self.tokens = 0  # of those documents, one end-of-text each included
 
     @property
     def exhausted(self) -> bool:
@@ -120,17 +74,36 @@ class _DomainStream:
             texts = self.corpus.texts(self.ids[self.next:stop].tolist())
             self.next = stop
             flat, offsets = self.encoder.encode_batch(texts, self.n_threads)
-            eot = np.array([self.encoder.eot_token], dtype=np.uint32)
             for i, text in enumerate(texts):
-                self.docs.append(np.concatenate([flat[offsets[i]:offsets[i + 1]], eot]))
+                self.docs.append(flat[offsets[i]:offsets[i + 1]])
                 self.doc_bytes.append(len(text.encode("utf-8")))
                 self.tokens += int(offsets[i + 1] - offsets[i]) + 1
 
+    def write(self, sink: TokenShardWriter, take: int) -> tuple[int, int, int]:
+        """Write `take` tokens (end-of-text included): whole passes over the documents read, then the documents
+        that fit whole, then the next one cut to fit. Returns the tokens, bytes and documents written."""
+        flat = np.concatenate(self.docs) if self.docs else np.zeros(0, np.uint32)
+        offsets = np.concatenate([[0], np.cumsum([len(d) for d in self.docs], dtype=np.int64)])
+        ends = offsets[1:] + np.arange(1, len(self.docs) + 1)  # with each document's end-of-text
+        sizes = np.cumsum([0, *self.doc_bytes])
+        written = n_bytes = docs = 0
+        while written < take:
+            whole = int(np.searchsorted(ends, take - written, side="right"))
+            if whole:
+                sink.add(flat, offsets[: whole + 1], ids=self.ids[:whole], n_bytes=int(sizes[whole]))
+                written, n_bytes, docs = written + int(ends[whole - 1]), n_bytes + int(sizes[whole]), docs + whole
+            if whole < len(self.docs) and written < take:
+                piece = self.docs[whole][: take - written - 1]
+                size = len(self.encoder.decode_bytes(piece.tolist()))
+                sink.add(piece, [0, len(piece)], ids=self.ids[whole:whole + 1], n_bytes=size)
+                written, n_bytes, docs = take, n_bytes + size, docs + 1
+        return written, n_bytes, docs
 
-def materialize(corpus: CorpusDomains, weights: Mapping[str, float], budget: int, out_dir: str | Path, *,
+
+def materialize(corpus: CorpusDomains, weights: Mapping[str, float], budget: int, prefix: str | Path, *,
                 max_epochs: float = 4.0, split: str = "train", seed: int = 0, tokenizer: str = "o200k_base",
                 n_threads: int = 1) -> dict:
-    """Write the token shard of `weights` x `budget` tokens from `corpus` to `out_dir`; return its manifest."""
+    """Write the token shard of `weights` x `budget` tokens from `corpus` at `prefix`; return its header."""
     import quicktok
 
     if budget <= 0:
@@ -141,51 +114,24 @@ def materialize(corpus: CorpusDomains, weights: Mapping[str, float], budget: int
     if unknown:
         raise ValueError(f"domains not in {corpus.run_dir.name} (split {split}): {', '.join(sorted(unknown))}")
     encoder = quicktok.get_encoding(tokenizer)
-    out_dir = Path(out_dir)
-    tmp = out_dir.with_name(f".tmp-{os.getpid()}-{out_dir.name}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    offsets, report, position, n_bytes = [0], {}, 0, 0
-    with open(tmp / TOKENS_FILE, "wb") as sink:
+    report, position = {}, 0
+    with TokenShardWriter(Path(prefix), tokenizer=tokenizer, vocab_size=encoder.n_vocab,
+                          eos_id=encoder.eot_token) as sink:
         for domain, target in split_budget(weights, budget).items():
             stream = _DomainStream(corpus, domain, split, seed, encoder, n_threads)
             stream.read_until(target)
-            one_pass = stream.tokens
-            take = min(target, int(max_epochs * one_pass))
-            written = bytes_written = docs = 0
-            while written < take:  # whole passes, then part of one
-                for doc, size in zip(stream.docs, stream.doc_bytes, strict=True):
-                    piece = doc[: take - written]
-                    sink.write(piece.astype("<u4", copy=False).tobytes())
-                    written += len(piece)
-                    docs += 1
-                    bytes_written += size if len(piece) == len(doc) else len(encoder.decode_bytes(piece.tolist()))
-                    offsets.append(position + written)
-                    if written >= take:
-                        break
+            written, n_bytes, docs = stream.write(sink, min(target, int(max_epochs * stream.tokens)))
             position += written
-            n_bytes += bytes_written
             domain_tokens = stream.domain_tokens()
             report[domain] = {"weight": float(weights[domain]), "target_tokens": target, "tokens": written,
-                              "docs": docs, "unique_docs": len(stream.docs), "bytes": bytes_written,
+                              "docs": docs, "unique_docs": len(stream.docs), "bytes": n_bytes,
                               "domain_tokens": domain_tokens, "domain_tokens_estimated": not stream.exhausted,
                               "epochs": round(written / domain_tokens, 4) if domain_tokens else 0.0,
                               "capped": written < target}
-    np.save(tmp / OFFSETS_FILE, np.asarray(offsets, dtype=np.int64))
-    manifest = {
-        "format": FORMAT, "tokenizer": tokenizer, "eot_token": int(encoder.eot_token),
-        "vocab_size": int(encoder.n_vocab), "dtype": "uint32",
-        "files": {"tokens": TOKENS_FILE, "offsets": OFFSETS_FILE},
-        "n_tokens": position, "n_docs": len(offsets) - 1, "n_bytes": n_bytes, "budget": int(budget),
-        "shortfall": int(budget - position), "max_epochs": max_epochs, "seed": seed,
-        "weights": {d: float(w) for d, w in weights.items()},
-        "realised_weights": {d: r["tokens"] / position for d, r in report.items()} if position else {},
-        "domains": report,
-        "source": {"run_dir": str(corpus.run_dir), "view": corpus.view, "by": corpus.by, "split": split,
-                   "valid_fraction": corpus.valid_fraction, "token_estimate": corpus.token_source},
-    }
-    (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
-    shutil.rmtree(out_dir, ignore_errors=True)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(tmp, out_dir)
-    return manifest
+        return sink.close(
+            budget=int(budget), shortfall=int(budget - position), max_epochs=max_epochs, seed=seed,
+            weights={d: float(w) for d, w in weights.items()},
+            realised_weights={d: r["tokens"] / position for d, r in report.items()} if position else {},
+            domains=report,
+            source={"run_dir": str(corpus.run_dir), "view": corpus.view, "by": corpus.by, "split": split,
+                    "valid_fraction": corpus.valid_fraction, "token_estimate": corpus.token_source})

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from mixtures.io import MixtureFileError, join_runs, read_metrics
-from mixtures.materialize import TokenShard
+from storage.token_shards import TokenShard
 
 VOCAB_FILE = "vocab.npy"
 
@@ -46,7 +46,7 @@ class CompactVocab:
 
     @classmethod
     def build(cls, shards: list[TokenShard], size: int = 4096) -> CompactVocab:
-        source = max(s.manifest["vocab_size"] for s in shards)
+        source = max(s.header["vocab_size"] for s in shards)
         counts = np.zeros(source, dtype=np.int64)
         for shard in shards:
             counts += np.bincount(shard.tokens, minlength=source)[:source]
@@ -194,7 +194,7 @@ def _evaluate(model, shard: TokenShard, compact: CompactVocab, config: ProxyConf
     stream = compact.encode(shard.tokens[: config.eval_tokens + 1])
     n_windows = (len(stream) - 1) // config.seq_len
     if n_windows == 0:
-        raise ValueError(f"{shard.path}: {len(stream)} tokens, too few to evaluate sequences of {config.seq_len}")
+        raise ValueError(f"{shard.prefix}: {len(stream)} tokens, too few to evaluate sequences of {config.seq_len}")
     starts = np.arange(n_windows) * config.seq_len
     total = 0.0
     model.eval()
@@ -204,7 +204,13 @@ def _evaluate(model, shard: TokenShard, compact: CompactVocab, config: ProxyConf
             logits = model(batch[:, :-1])
             total += F.cross_entropy(logits.flatten(0, 1), batch[:, 1:].flatten(), reduction="sum").item()
     scored = n_windows * config.seq_len
-    return total / scored, total / math.log(2) / (scored * shard.bytes_per_token)
+    return total / scored, total / math.log(2) / (scored * _bytes_per_token(shard))
+
+
+def _bytes_per_token(shard: TokenShard) -> float:
+    if shard.header["n_bytes"] is None:
+        raise ValueError(f"{shard.prefix}: the shard does not record its text's bytes, so no bits per byte")
+    return shard.header["n_bytes"] / max(shard.n_tokens, 1)
 
 
 def run_external_trainer(command: str, ratios: str | Path, out: str | Path, *, timeout: float | None = None

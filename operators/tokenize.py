@@ -1,4 +1,4 @@
-"""`n_tokens` per document, and optionally the token ids themselves as memory-mappable token shards.
+"""`n_tokens` per document, and optionally the token ids themselves as token shards (storage/token_shards.py).
 
 The encoding is a quicktok encoding name (o200k_base by default; cl100k_base, o200k_harmony, llama3, qwen3;
 ids equal tiktoken's) or the path of a Hugging Face tokenizer.json, loaded with the `tokenizers` package.
@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from operators.base import Operator, with_column
-from operators.token_shards import TokenShardWriter
+from storage.token_shards import TokenShardWriter
 
 # End-of-document token names, in the order tried for a tokenizer.json.
 EOS_NAMES = ("<|endoftext|>", "<|end_of_text|>", "</s>", "<eos>", "<|eot_id|>")
@@ -97,7 +97,7 @@ class Tokenize(Operator):
     """Sets `n_tokens` on every row with text; with a `sink`, also writes the live rows' token ids to it.
 
     Dropped rows are counted too (so the funnel can say how many tokens each drop reason removed) but never
-    reach the token shards. Swap `sink` per unit: `op.sink = op.shard_writer(folder, name)`, then
+    reach the token shards. Swap `sink` per unit: `op.sink = op.shard_writer(prefix)`, then
     `op.sink.close()` at the unit's end.
     """
 
@@ -109,11 +109,11 @@ class Tokenize(Operator):
         self.eos = eos
         self.sink: TokenShardWriter | None = None
 
-    def shard_writer(self, folder: str | Path, name: str) -> TokenShardWriter:
+    def shard_writer(self, prefix: str | Path) -> TokenShardWriter:
         eos_id = self.encoder.eos_id if self.eos else None
         if self.eos and eos_id is None:
             raise ValueError(f"{self.encoder.name} has no end-of-text token: use eos=False")
-        return TokenShardWriter(folder, name, encoding=self.encoder.name, vocab_size=self.encoder.vocab_size,
+        return TokenShardWriter(prefix, tokenizer=self.encoder.name, vocab_size=self.encoder.vocab_size,
                                 eos_id=eos_id)
 
     def process(self, batch: pa.Table) -> pa.Table:
@@ -128,10 +128,16 @@ class Tokenize(Operator):
 
     def _write_live(self, batch: pa.Table, tokens: np.ndarray, offsets: np.ndarray) -> None:
         if "drop_reason" not in batch.column_names or batch.column("drop_reason").null_count == batch.num_rows:
-            self.sink.add(batch.column("id"), tokens, offsets)
+            self.sink.add(tokens, offsets, ids=batch.column("id"), n_bytes=_utf8_bytes(batch.column("text")))
             return
         live = np.flatnonzero(pc.is_null(batch.column("drop_reason")).to_numpy(zero_copy_only=False))
         starts, ends = offsets[live], offsets[live + 1]
         pieces = [tokens[s:e] for s, e in zip(starts.tolist(), ends.tolist(), strict=True)]
         kept = np.concatenate(pieces) if pieces else np.zeros(0, np.uint32)
-        self.sink.add(batch.column("id").take(pa.array(live)), kept, np.concatenate([[0], np.cumsum(ends - starts)]))
+        rows = pa.array(live)
+        self.sink.add(kept, np.concatenate([[0], np.cumsum(ends - starts)]), ids=batch.column("id").take(rows),
+                      n_bytes=_utf8_bytes(batch.column("text").take(rows)))
+
+
+def _utf8_bytes(texts: pa.ChunkedArray) -> int:
+    return pc.sum(pc.binary_length(texts)).as_py() or 0

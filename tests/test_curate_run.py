@@ -26,6 +26,7 @@ import yaml
 from flows.curate import RunMismatch, curate
 from storage.manifest import load_manifest
 from storage.shards import KINDS
+from storage.token_shards import TokenShard, list_token_shards
 
 STAGES = ["ingest", "filter", "exact_dedup", "minhash_dedup", "tokenize"]
 MIXFORGE = str(Path(sys.executable).parent / "mixforge")
@@ -142,15 +143,20 @@ def test_funnel_artifact_shows_docs_and_tokens_per_stage_and_reason(reference):
 
 
 def test_token_shards_hold_the_final_documents(reference):
-    final = pq.read_table(reference / "shards" / "tokenize", columns=["id", "n_tokens"])
-    headers = [json.loads(p.read_text()) for p in sorted((reference / "tokens").glob("part-*.json"))]
-    ids = [i for p in sorted((reference / "tokens").glob("part-*.ids.parquet"))
-           for i in pq.read_table(p).column("id").to_pylist()]
-    assert ids == final.column("id").to_pylist()
-    assert sum(h["documents"] for h in headers) == final.num_rows
-    assert sum(h["tokens"] for h in headers) == sum(final.column("n_tokens").to_pylist()) + final.num_rows  # + EOS
-    offsets = np.fromfile(sorted((reference / "tokens").glob("part-*.offsets.i64"))[0], dtype="<i8")
-    assert offsets[0] == 0 and np.all(np.diff(offsets) > 0)
+    """The stage's token shards (opened by the reader the mixtures use) hold the final documents' o200k ids."""
+    import quicktok
+
+    final = pq.read_table(reference / "shards" / "tokenize", columns=["id", "text", "n_tokens"])
+    shards = [TokenShard.open(prefix) for prefix in list_token_shards(reference / "tokens")]
+    assert [s.prefix.name for s in shards] == [f"part-{rank:05d}" for rank in range(len(shards))]
+    assert [i for s in shards for i in s.ids["id"].to_pylist()] == final.column("id").to_pylist()
+    assert sum(s.n_docs for s in shards) == final.num_rows
+    assert sum(s.n_tokens for s in shards) == sum(final.column("n_tokens").to_pylist()) + final.num_rows  # + EOS
+    encoder = quicktok.get_encoding("o200k_base")
+    expected = [encoder.encode_ordinary(text) + [encoder.eot_token] for text in final.column("text").to_pylist()]
+    assert [s.document(i).tolist() for s in shards for i in range(s.n_docs)] == expected
+    offsets = np.fromfile(reference / "tokens" / "part-00000.offsets.i64", dtype="<i8")  # no header: raw int64
+    assert np.array_equal(offsets, shards[0].offsets) and offsets[0] == 0 and np.all(np.diff(offsets) > 0)
 
 
 def test_rerun_skips_what_completed_and_refuses_another_config(reference, config_file, tmp_path):

@@ -23,10 +23,11 @@ from mixforge.cli import app
 from mixtures.config import ConfigError, parse_config
 from mixtures.domains import CorpusDomains, DomainError
 from mixtures.io import read_metrics, read_mixtures
-from mixtures.materialize import TokenShard, materialize, split_budget
+from mixtures.materialize import materialize, split_budget
 from mixtures.proxy import CompactVocab, ProxyConfig, train_proxy
 from storage.schema import DOCUMENT_SCHEMA, document_id
 from storage.shards import write_table_atomic
+from storage.token_shards import TokenShard, list_token_shards, write_token_shard
 
 # (file, documents, characters kept per document): about 60-100k o200k tokens per source
 SOURCES = {"python-doc": ("python-doc.jsonl.gz", 100, 4000),
@@ -115,15 +116,17 @@ def test_materialize_meets_the_budget_with_the_mixture(corpus_run, tmp_path):
         assert not manifest["domains"][domain]["capped"]
     assert shard.offsets[0] == 0 and shard.offsets[-1] == 60_000 and len(shard.offsets) == manifest["n_docs"] + 1
     encoder = quicktok.get_encoding("o200k_base")
-    # documents are whole (ending in end-of-text) except the last of each domain, cut to fit
-    first = shard.tokens[shard.offsets[0]:shard.offsets[1]]
-    assert first[-1] == encoder.eot_token
-    text = encoder.decode_bytes(first[:-1].tolist()).decode()
-    assert text in corpus.texts(corpus.documents("python-doc", "train")["id"].tolist())
-    held_out = set(corpus.texts(corpus.documents("python-doc", "valid")["id"].tolist()))
-    assert text not in held_out
-    assert manifest["n_bytes"] / manifest["n_tokens"] == pytest.approx(shard.bytes_per_token)
-    assert 3.0 < shard.bytes_per_token < 5.5
+    # every document ends in end-of-text (the last of each domain is cut to fit before it); ids name them
+    assert manifest["eos_id"] == encoder.eot_token and (shard.tokens[shard.offsets[1:] - 1] == encoder.eot_token).all()
+    ids = shard.ids["id"].to_pylist()
+    assert len(ids) == manifest["n_docs"] and shard.ids["n_tokens"].to_numpy().tolist() == \
+        (np.diff(shard.offsets) - 1).tolist()
+    text = encoder.decode_bytes(shard.document(0)[:-1].tolist()).decode()
+    assert text == corpus.texts(ids[:1])[0]
+    assert ids[0] in set(corpus.documents("python-doc", "train")["id"])
+    assert ids[0] not in set(corpus.documents("python-doc", "valid")["id"])
+    assert manifest["n_bytes"] == sum(r["bytes"] for r in manifest["domains"].values())
+    assert 3.0 < manifest["n_bytes"] / manifest["n_tokens"] < 5.5
     again = materialize(corpus, weights, 60_000, tmp_path / "again", seed=3)
     assert np.array_equal(TokenShard.open(tmp_path / "again").tokens, shard.tokens)
     assert again["domains"] == manifest["domains"]
@@ -157,10 +160,10 @@ def test_proxy_learns_more_than_unigram_statistics(tmp_path):
     for i in range(len(stream)):
         state = successors[state, rng.integers(0, 3)] if rng.random() < 0.95 else rng.integers(0, 64)
         stream[i] = ids[state]
-    train = TokenShard.write(tmp_path / "train", stream[:32_000], [0, 32_000], n_bytes=4 * 32_000,
-                             vocab_size=200_019)
-    valid = TokenShard.write(tmp_path / "valid", stream[32_000:], [0, 8_000], n_bytes=4 * 8_000,
-                             vocab_size=200_019)
+    train = write_token_shard(tmp_path / "train", stream[:32_000], [0, 32_000], n_bytes=4 * 32_000,
+                              tokenizer="markov", vocab_size=200_019)
+    valid = write_token_shard(tmp_path / "valid", stream[32_000:], [0, 8_000], n_bytes=4 * 8_000,
+                              tokenizer="markov", vocab_size=200_019)
     vocab = CompactVocab.build([train, valid], size=128)
     assert vocab.size == 65 and (vocab.encode(stream) != vocab.unk).all()
     vocab.save(tmp_path / "vocab.npy")
@@ -224,8 +227,9 @@ def test_regmix_experiment_end_to_end(corpus_run, tmp_path, ray_local):
     assert set(summary["domain_tokens"]) == set(ratios.columns)
     assert summary["report"]["targets"]["python-doc_val_loss"]["n_runs"] == 8
     shard = TokenShard.open(out / "best")
-    assert shard.manifest["n_tokens"] == 20_000
-    assert shard.manifest["realised_weights"]["python-doc"] == pytest.approx(best["weights"]["python-doc"], abs=1e-3)
+    assert shard.n_tokens == 20_000 and list_token_shards(out) == [out / "best"]
+    assert shard.header["realised_weights"]["python-doc"] == pytest.approx(best["weights"]["python-doc"], abs=1e-3)
+    assert sorted(p.name for p in (out / "runs" / ratios.index[0]).iterdir()) == ["manifest.json", "result.json"]
     assert sorted(p.name for p in (out / "fit").iterdir()) == ["fit.json", "model-000.joblib", "report.json"]
 
 
