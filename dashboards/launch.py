@@ -120,7 +120,11 @@ def parameter_form(deployment: Deployment, key: str, prefill: dict[str, Any] | N
         help_text = schema.get("description")
         kind = _kind(schema)
         widget_key = f"{key}_{deployment.name}_{name}"
-        if kind == "boolean":
+        if "enum" in schema:  # a Literal: its values to choose from, nothing chosen when it has no default
+            options = list(schema["enum"])
+            values[name] = st.selectbox(label, options, index=options.index(default) if default in options else None,
+                                        help=help_text, key=widget_key)
+        elif kind == "boolean":
             values[name] = st.checkbox(label, value=bool(default), help=help_text, key=widget_key)
         elif kind == "string":
             values[name] = st.text_input(label, value="" if default is None else str(default), help=help_text,
@@ -138,6 +142,8 @@ def parse_parameters(deployment: Deployment, raw: dict[str, Any]) -> dict[str, A
     """Form values as parameters: JSON decoded, empty fields left to the deployment's defaults."""
     parameters: dict[str, Any] = {}
     for name, value in raw.items():
+        if value is None:  # a choice left unmade
+            continue
         kind = _kind(deployment.schema.get(name, {}))
         if isinstance(value, bool | int | float) or (kind == "string" and value != ""):
             parameters[name] = value

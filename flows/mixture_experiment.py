@@ -6,8 +6,8 @@ and the best mixture. The parameters are plain types so the dashboard can launch
 Prefect API; everything else takes the defaults of mixtures/config.py.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: `flow.serve` runs each flow run in a process that gets the flow
+# function cloudpickled by value, without the module globals that string annotations (Literal) resolve in.
 from pathlib import Path
 from typing import Literal
 

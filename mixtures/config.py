@@ -64,6 +64,9 @@ class ExportConfig(Section):
     max_epochs: float = Field(4.0, ge=1)
 
 
+MIN_RUNS_TO_SCORE = 4  # k-fold scoring of the fit (mixtures/regression.py) needs this many runs
+
+
 class ExperimentConfig(Section):
     out: Path
     corpus: CorpusConfig
@@ -83,6 +86,9 @@ class ExperimentConfig(Section):
             raise ValueError(f"method regmix runs one round; rounds has {len(self.rounds)} (use method: climb)")
         if any(r < 1 for r in self.rounds):
             raise ValueError("rounds: every round needs at least one proxy")
+        if sum(self.rounds) < MIN_RUNS_TO_SCORE:
+            raise ValueError(f"rounds: {sum(self.rounds)} proxies in all are too few to score the fit "
+                             f"(it needs at least {MIN_RUNS_TO_SCORE})")
         if self.trainer_command and ("{ratios}" not in self.trainer_command or "{out}" not in self.trainer_command):
             raise ValueError("trainer_command must contain the placeholders {ratios} and {out}")
         if self.regression.top_k > self.regression.n_samples:

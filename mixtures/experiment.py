@@ -156,8 +156,7 @@ class MixtureExperiment:
         result.regressor.save(self.out / "fit")
         (self.out / "fit" / "report.json").write_text(json.dumps(report, indent=2))
         best = result.best
-        predicted = dict(zip(targets, np.atleast_1d(result.regressor.predict(best.to_frame().T)).tolist(),
-                             strict=True))
+        predicted = {t: float(v) for t, v in result.regressor.predict_frame(best.to_frame().T).iloc[0].items()}
         tokens = self.domain_tokens.tokens
         plan = {}
         if self.config.export.budget_tokens:

@@ -21,6 +21,7 @@ from scipy.stats import pearsonr, spearmanr
 from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.model_selection import KFold, train_test_split
 
+from mixtures.config import MIN_RUNS_TO_SCORE
 from mixtures.sampler import MixtureSampler, regmix_strengths
 
 REGMIX_LIGHTGBM = {"objective": "regression", "n_estimators": 1000, "learning_rate": 0.01, "random_state": 42}
@@ -161,8 +162,8 @@ class RegMixRegressor(RegressorMixin, BaseEstimator):
                 "targets": {t: vars(s) for t, s in scores.items()}}
 
     def _cross_validate(self, X: pd.DataFrame, Y: pd.DataFrame, n_splits: int, seed: int) -> dict[str, TargetScore]:
-        if len(X) < 4:
-            raise ValueError(f"{len(X)} runs are too few to score a fit (k-fold needs at least 4)")
+        if len(X) < MIN_RUNS_TO_SCORE:
+            raise ValueError(f"{len(X)} runs are too few to score a fit (k-fold needs at least {MIN_RUNS_TO_SCORE})")
         out_of_fold = pd.DataFrame(np.nan, index=X.index, columns=Y.columns)
         for fit_rows, held_rows in KFold(min(n_splits, len(X)), shuffle=True, random_state=seed).split(X):
             fold = clone(self).fit(X.iloc[fit_rows], Y.iloc[fit_rows])

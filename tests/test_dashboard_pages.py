@@ -438,6 +438,65 @@ def test_launch_form_parameters_follow_the_flow_schema():
         parse_parameters(deployment, {**form, "run_dir": ""})
 
 
+def mixture_experiment_deployment():
+    """A deployment of the real `mixture_experiment` flow as the dashboard reads it, with `by` as its default."""
+    from prefect.utilities.callables import parameter_schema
+
+    from dashboards.launch import Deployment
+    from flows.mixture_experiment import mixture_experiment
+
+    schema = parameter_schema(mixture_experiment.fn).model_dump()
+    return Deployment("mixture_experiment/x", uuid.UUID(int=0), {"by": "domain"}, schema["properties"],
+                      schema["required"])
+
+
+def test_launch_form_of_the_mixture_experiment_flow():
+    """The real flow's form: its Literal parameters are select boxes on their defaults, lists and dicts JSON."""
+    def script() -> None:
+        import streamlit as st
+
+        from dashboards.launch import ParameterError, parameter_form, parse_parameters
+        from tests.test_dashboard_pages import mixture_experiment_deployment
+
+        deployment = mixture_experiment_deployment()
+        with st.form("launch"):
+            raw = parameter_form(deployment, key="p", prefill={"run_dir": "/runs/a"})
+            st.form_submit_button("Launch")
+        try:
+            st.session_state["parameters"] = parse_parameters(deployment, raw)
+        except ParameterError as error:
+            st.session_state["parameters"] = str(error)
+
+    app = AppTest.from_function(script, default_timeout=APP_TIMEOUT).run()
+    no_failures(app)
+    key = "p_mixture_experiment/x_"
+    method, model = app.selectbox(key=key + "method"), app.selectbox(key=key + "model")
+    assert (method.options, method.value, model.options, model.value) == (
+        ["regmix", "climb"], "regmix", ["lightgbm", "linear"], "lightgbm")
+    assert [app.text_input(key=key + n).label for n in ("targets", "rounds", "proxy")] == [
+        "targets (required) (JSON)", "rounds (JSON)", "proxy (JSON)"]
+    assert app.session_state["parameters"] == "required parameter(s) missing: targets"
+
+    app.text_input(key=key + "targets").set_value('["science", "law"]')
+    app.text_input(key=key + "rounds").set_value("[4, 2]")
+    app.text_input(key=key + "proxy").set_value('{"d_model": 16}')
+    method.set_value("climb")
+    model.set_value("linear")
+    app = button(app, "Launch").click().run()
+    assert app.session_state["parameters"] == {
+        "run_dir": "/runs/a", "by": "domain", "targets": ["science", "law"], "method": "climb", "rounds": [4, 2],
+        "budget_tokens": 100_000, "model": "linear", "n_samples": 100_000, "top_k": 128, "seed": 0,
+        "proxy": {"d_model": 16}}
+
+
+def test_launch_form_leaves_an_unmade_choice_to_the_deployment():
+    from dashboards.launch import parse_parameters
+
+    raw = {"run_dir": "/runs/a", "by": "domain", "targets": '["law"]', "method": None}
+    assert parse_parameters(mixture_experiment_deployment(), raw) == {"run_dir": "/runs/a", "by": "domain",
+                                                                      "targets": ["law"]}
+
+
 def test_ui_command_refuses_a_missing_run_and_knows_loopback(tmp_path):
     from typer.testing import CliRunner
 

@@ -257,3 +257,8 @@ def test_flow_runs_climb_rounds_with_an_external_trainer(corpus_run, tmp_path):
     second = metrics[metrics["run"].str.startswith("r1-")]["fortunes_val_loss"].mean()
     first = metrics[metrics["run"].str.startswith("r0-")]["fortunes_val_loss"].mean()
     assert second < first  # round 2 was proposed from the predictor's best
+
+
+def test_too_few_proxies_to_score_the_fit_are_refused_before_training(corpus_run, tmp_path):
+    with pytest.raises(ConfigError, match="3 proxies in all are too few"):
+        parse_config({**experiment_config(corpus_run, tmp_path), "rounds": [3]})
