@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from flows.curate import RunMismatch, curate
+from mixforge.local_cluster import prefect_api_url
 from storage.manifest import load_manifest
 from storage.shards import KINDS
 from storage.token_shards import TokenShard, list_token_shards
@@ -175,17 +176,8 @@ def test_rerun_skips_what_completed_and_refuses_another_config(reference, config
 
 
 def subprocess_env() -> dict[str, str]:
-    """The flow's subprocesses report to this session's Prefect server (no second one to start): the configured
-    one, else the temporary server Prefect started for the in-process runs."""
-    from prefect.server.api.server import SubprocessASGIServer
-    from prefect.settings import PREFECT_API_URL
-
-    url = PREFECT_API_URL.value()
-    if not url:
-        server = SubprocessASGIServer()
-        server.start()  # a no-op when the reference run started it
-        url = server.api_url
-    return {**os.environ, "PREFECT_API_URL": url, "TQDM_DISABLE": "1"}
+    """The flow's subprocesses report to this session's Prefect server (no second one to start)."""
+    return {**os.environ, "PREFECT_API_URL": prefect_api_url(), "TQDM_DISABLE": "1"}
 
 
 def session_processes(session: int) -> list[int]:

@@ -1,20 +1,67 @@
-"""Runs on a real 2-node Ray cluster on loopback (separate `ray start` processes), with faults."""
+"""The pipeline (`mixforge run`: curate stages, then CLIMB clustering) on a real 2-node Ray cluster on loopback
+(separate `ray start` processes), and with faults: Ray workers killed mid-stage, the flow process SIGKILLed and
+rerun. Every run must end equal to one undisturbed reference run on the embedded Ray: the same documents (ids,
+text digests, cluster and super-cluster), the same rows and distinct ids in every stage, the same counts per
+stage and the same cluster table (k-means, its seeded sample and the Ward merge are deterministic).
+
+A pipeline run costs this 2-core box ~70 s whatever its size (Ray start, an actor pool per stage), so the module
+makes three: the reference, one SIGKILLed-and-rerun on the embedded Ray, one on the cluster with workers killed.
+The SIGKILL test runs before the cluster fixture starts its nodes: it needs no cluster.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
+import pyarrow.parquet as pq
 import pytest
-from ray_cluster import loopback_cluster
+import yaml
 
-from flows.ingest import ingest
+from flows.pipeline import pipeline
+from mixforge.local_cluster import LoopbackCluster, is_alive, loopback_cluster, prefect_api_url
 from storage.catalog import open_catalog, query
 from storage.manifest import load_manifest
 
 MIXFORGE = str(Path(sys.executable).with_name("mixforge"))
+DOCS = ("python-doc.jsonl.gz", "postgresql-doc.parquet", "debian-reference.jsonl.zst")
+
+
+@pytest.fixture(scope="module")
+def config_file(sample_corpus, tmp_path_factory) -> Path:
+    """Three files of the sample corpus (three units per stage), documents over 3 kB quarantined (keeps ~880 of
+    2,019 and the run short), no token shards, eight clusters."""
+    path = tmp_path_factory.mktemp("multinode") / "pipeline.yaml"
+    path.write_text(yaml.safe_dump({
+        "inputs": {"paths": [str(sample_corpus / "docs" / name) for name in DOCS], "max_doc_bytes": 3000},
+        "tokenize": {"write_token_shards": False},
+        "cluster": {"n_clusters": 8, "projection_points": 200},
+    }))
+    return path
+
+
+@pytest.fixture(scope="module")
+def reference(config_file, ray_local, tmp_path_factory) -> Path:
+    """The pipeline on the embedded single-node Ray, undisturbed."""
+    out = tmp_path_factory.mktemp("reference") / "run"
+    pipeline(config=str(config_file), out=str(out), progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def run_env(reference) -> dict[str, str]:
+    """Environment of the `mixforge run` subprocesses: this session's Prefect API (the reference run started
+    it), no inherited RAY_ADDRESS (so without --ray-address a run starts its own embedded Ray)."""
+    env = {**os.environ, "PREFECT_API_URL": prefect_api_url(), "TQDM_DISABLE": "1"}
+    env.pop("RAY_ADDRESS", None)
+    return env
 
 
 @pytest.fixture(scope="module")
@@ -23,51 +70,145 @@ def cluster():
         yield running
 
 
-@pytest.fixture(scope="module")
-def inputs(sample_corpus) -> list[str]:
-    return [str(sample_corpus / "docs"), str(sample_corpus / "web" / "sample.warc.wet.gz")]
+def run_command(config: Path, out: Path, address: str | None = None) -> list[str]:
+    return [MIXFORGE, "run", str(config), "--out", str(out), "--no-progress",
+            *(["--ray-address", address] if address else [])]
 
 
-def ingest_cmd(inputs: list[str], out: Path, address: str | None) -> list[str]:
-    return [MIXFORGE, "ingest", *inputs, "--out", str(out), *(["--ray-address", address] if address else [])]
+def cluster_env(cluster: LoopbackCluster, run_env: dict[str, str]) -> dict[str, str]:
+    return {**run_env, **{k: cluster.env[k] for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}}
 
 
-def documents(run: Path) -> list[tuple]:
-    rows = query(open_catalog(run), "SELECT id, md5(text) AS digest FROM docs ORDER BY id").to_pylist()
-    return [(row["id"], row["digest"]) for row in rows]
+@contextlib.contextmanager
+def started(command: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen]:
+    """`command` running with its output in `log`; killed on the way out if a failed assertion left it running."""
+    with open(log, "wb") as sink:
+        process = subprocess.Popen(command, env=env, stdout=sink, stderr=subprocess.STDOUT)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
 
 
-@pytest.fixture(scope="module")
-def reference_run(inputs, tmp_path_factory, ray_local) -> Path:
-    """The same ingest on the embedded single-node Ray, undisturbed."""
-    out = tmp_path_factory.mktemp("local")
-    ingest(inputs=inputs, out=str(out), progress=False)
-    return out
+def outcome(run: Path) -> dict:
+    """What must not depend on where or how often the run ran: the final documents with their clusters, the
+    rows and distinct ids in every stage's shards and in the drops, the manifest's counts per stage (seconds
+    aside), the cluster table."""
+    con = open_catalog(run)
+    manifest = load_manifest(run)
+    documents = query(con, "SELECT id, md5(text) AS digest, cluster, super_cluster FROM docs ORDER BY id")
+    views = [f"stage_{stage}" for stage in manifest.stages if any((run / "shards" / stage).glob("*.parquet"))]
+    rows = {view: query(con, f"SELECT count(*) AS n, count(DISTINCT id) AS ids FROM {view}").to_pylist()[0]
+            for view in [*views, "dropped"]}
+    return {
+        "final_stage": manifest.final_stage,
+        "documents": documents.to_pylist(),
+        "rows": rows,
+        "counts": {stage: {k: v for k, v in record.counts.items() if k != "seconds"}
+                   for stage, record in manifest.stages.items()},
+        "status": {stage: record.status for stage, record in manifest.stages.items()},
+        "clusters": pq.read_table(run / "clusters" / "clusters.parquet").to_pylist(),
+    }
 
 
-def test_two_node_run_equals_local_run(cluster, inputs, reference_run, tmp_path):
-    out = tmp_path / "cluster"
-    result = subprocess.run(ingest_cmd(inputs, out, cluster.address), capture_output=True, text=True,
-                            env=cluster.env, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert documents(out) == documents(reference_run)
-    assert load_manifest(out).stages["ingest"].counts == load_manifest(reference_run).stages["ingest"].counts | {
-        "seconds": load_manifest(out).stages["ingest"].counts["seconds"]}
+def test_reference_run_is_complete_and_duplicate_free(reference):
+    expected = outcome(reference)
+    assert expected["final_stage"] == "cluster" and set(expected["status"].values()) == {"complete"}
+    assert {"ingest", "filter", "minhash_dedup", "tokenize", "embed", "assign", "cluster"} <= set(expected["counts"])
+    assert all(row["n"] == row["ids"] > 0 for row in expected["rows"].values())
+    assert len(expected["documents"]) == expected["counts"]["cluster"]["docs_out"] > 300
+    assert len({doc["cluster"] for doc in expected["documents"]}) >= 6
 
 
-def test_killing_a_ray_worker_mid_stage_loses_nothing(cluster, inputs, reference_run, tmp_path):
-    out = tmp_path / "killed-worker"
-    process = subprocess.Popen(ingest_cmd(inputs, out, cluster.address), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True, env=cluster.env)
-    killed = []
-    deadline = time.monotonic() + 240
-    while not killed and process.poll() is None and time.monotonic() < deadline:
-        workers = cluster.worker_processes("_UnitRunner")
-        if workers and list((out / "_progress" / "ingest").glob("*.json")):
-            workers[0].kill()
-            killed.append(workers[0].pid)
+def completion_records(run: Path) -> dict[Path, str]:
+    return {path: path.read_text() for path in sorted((run / "_progress").glob("*/[0-9]*.json"))}
+
+
+def test_sigkilled_flow_resumes_without_duplicates_or_losses(config_file, reference, run_env, tmp_path):
+    """kill -9 of the `mixforge run` process once the cluster sub-flow has embedded some shards (every curate
+    stage done): its embedded Ray goes with it, and the rerun redoes no completed unit, curate's or embed's, and
+    ends equal to the reference."""
+    out = tmp_path / "killed"
+    command = run_command(config_file, out)
+    log = tmp_path / "killed.log"
+    with started(command, run_env, log) as process:
+        deadline = time.monotonic() + 180
+        while not list((out / "_progress" / "embed").glob("[0-9]*.json")):
+            assert process.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, "no shard was embedded in 180 s"
+            time.sleep(0.05)
+        ray_processes = {child: name_of(child) for child in psutil.Process(process.pid).children(recursive=True)}
+        process.kill()
+        process.wait(timeout=30)
+    assert {"raylet", "gcs_server"} <= set(ray_processes.values())  # it was the run's own embedded Ray
+    assert not leaked_after_kill(ray_processes), "Ray processes outlived the killed flow"
+
+    done = completion_records(out)
+    outputs = {path: (out / path).stat().st_mtime_ns
+               for record in done.values() for path in json.loads(record)["files"]}
+    assert len(outputs) > 10 and load_manifest(out).final_stage == "tokenize"  # curate done, clustering not
+
+    resumed = subprocess.run(command, env=run_env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    after = completion_records(out)
+    assert {path: after[path] for path in done} == done  # completed units were skipped, not redone
+    assert {path: (out / path).stat().st_mtime_ns for path in outputs} == outputs
+    assert outcome(out) == outcome(reference)
+
+
+# Started by the raylet, these two poll it and exit on their own about a minute after it died (measured 60-70 s).
+RAY_AGENTS = {"ray::DashboardAgent", "ray::RuntimeEnvAgent"}
+
+
+def leaked_after_kill(processes: dict[psutil.Process, str], timeout: float = 15) -> list[str]:
+    """Names of the processes, other than Ray's agents, still alive `timeout` s after their driver was killed:
+    the GCS, raylet, dashboard and monitors share its fate, the workers follow their raylet. Stops whatever
+    is left, agents included, so nothing outlives the test."""
+    core = [process for process, name in processes.items() if name not in RAY_AGENTS]
+    deadline = time.monotonic() + timeout
+    while any(map(is_alive, core)) and time.monotonic() < deadline:
         time.sleep(0.2)
-    _, stderr = process.communicate(timeout=300)
-    assert killed, "no Ray worker was running a unit while the stage ran"
-    assert process.returncode == 0, stderr[-2000:]
-    assert documents(out) == documents(reference_run)
+    leaked = [processes[process] for process in core if is_alive(process)]
+    for process in filter(is_alive, processes):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
+    return leaked
+
+
+def name_of(process: psutil.Process) -> str:
+    try:
+        return process.name()
+    except psutil.NoSuchProcess:
+        return "?"
+
+
+def test_two_node_run_with_killed_workers_equals_the_embedded_run(cluster, config_file, reference, run_env,
+                                                                  tmp_path):
+    """`mixforge run --ray-address` on the 2-node cluster; once the filter stage has completed some units but
+    not all, SIGKILL every Ray worker running units (one per node). Ray Data restarts the actors and retries
+    the units they were running; both nodes run units, and the run ends equal to the reference."""
+    out = tmp_path / "two-node"
+    log = tmp_path / "two-node.log"
+    busy_nodes: set[int] = set()
+    killed, filter_units_done = [], 0
+    with started(run_command(config_file, out, cluster.address), cluster_env(cluster, run_env), log) as process:
+        deadline = time.monotonic() + 300
+        while process.poll() is None:
+            assert time.monotonic() < deadline, "the run did not finish in 300 s"
+            workers = cluster.worker_processes("_UnitRunner")
+            busy_nodes.update(workers)
+            filter_units_done = filter_units_done or len(list((out / "_progress" / "filter").glob("[0-9]*.json")))
+            if filter_units_done and not killed:
+                for worker in (worker for node in workers.values() for worker in node):
+                    with contextlib.suppress(psutil.NoSuchProcess):
+                        worker.kill()
+                        killed.append(worker.pid)
+            time.sleep(0.5 if killed else 0.05)
+    output = log.read_text()
+    assert process.returncode == 0, output[-3000:]
+    assert killed and filter_units_done < len(DOCS), "no Ray worker was killed while the filter stage ran"
+    assert "worker died or was killed while executing a task" in output  # a unit was cut off (Ray retried it)
+    assert busy_nodes == {0, 1}, "both nodes should have run units"
+    assert outcome(out) == outcome(reference)
