@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import sys
 import uuid
 from pathlib import Path
 
@@ -194,6 +195,15 @@ def demo_run(tmp_path_factory, regmix_data) -> Path:
 def kept_docs(demo_run) -> pa.Table:
     """The documents of the final stage (the `docs` view)."""
     return pq.read_table(demo_run / "shards" / "cluster")
+
+
+@pytest.fixture(autouse=True)
+def keep_main_module():
+    """AppTest runs a page as the `__main__` module and leaves it there; put pytest's back, or every process pool
+    spawned later in the session re-imports the page's deleted temporary script and dies."""
+    main = sys.modules["__main__"]
+    yield
+    sys.modules["__main__"] = main
 
 
 def page_app(name: str, run_dir: Path) -> AppTest:

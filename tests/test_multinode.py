@@ -159,29 +159,41 @@ def test_sigkilled_flow_resumes_without_duplicates_or_losses(config_file, refere
 
 
 # Started by the raylet, these two poll it and exit on their own about a minute after it died (measured 60-70 s).
-RAY_AGENTS = {"ray::DashboardAgent", "ray::RuntimeEnvAgent"}
+RAY_AGENT = "ray agent"
+AGENT_TITLES = ("ray::DashboardAgent", "ray::RuntimeEnvAgent")
+AGENT_SCRIPTS = ("dashboard/agent.py", "runtime_env/agent/main.py")  # the script of a young agent, still "python3"
 
 
 def leaked_after_kill(processes: dict[psutil.Process, str], timeout: float = 15) -> list[str]:
     """Names of the processes, other than Ray's agents, still alive `timeout` s after their driver was killed:
     the GCS, raylet, dashboard and monitors share its fate, the workers follow their raylet. Stops whatever
     is left, agents included, so nothing outlives the test."""
-    core = [process for process, name in processes.items() if name not in RAY_AGENTS]
+    core = [process for process, name in processes.items() if name != RAY_AGENT]
     deadline = time.monotonic() + timeout
     while any(map(is_alive, core)) and time.monotonic() < deadline:
         time.sleep(0.2)
-    leaked = [processes[process] for process in core if is_alive(process)]
+    leaked = [f"{processes[process]} ({describe(process)})" for process in core if is_alive(process)]
     for process in filter(is_alive, processes):
         with contextlib.suppress(psutil.NoSuchProcess):
             process.kill()
     return leaked
 
 
-def name_of(process: psutil.Process) -> str:
+def describe(process: psutil.Process) -> str:
     try:
-        return process.name()
-    except psutil.NoSuchProcess:
+        return " ".join(process.cmdline())[:200]
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return "gone"
+
+
+def name_of(process: psutil.Process) -> str:
+    """The process's name, or RAY_AGENT for either of Ray's two agents."""
+    try:
+        name, argv = process.name(), process.cmdline()
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
         return "?"
+    young_agent = name.startswith("python") and any(arg.endswith(AGENT_SCRIPTS) for arg in argv)
+    return RAY_AGENT if name in AGENT_TITLES or young_agent else name
 
 
 def test_two_node_run_with_killed_workers_equals_the_embedded_run(cluster, config_file, reference, run_env,
