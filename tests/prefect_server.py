@@ -1,6 +1,6 @@
 """A real local Prefect server for tests: `prefect server start` on a free port with its own PREFECT_HOME (so
 its own database), stopped with everything it started. A test module imports `prefect_server_fixture` and
-asks for `prefect_server`."""
+asks for `prefect_server`; `small_config` is a curate config that runs in seconds."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 BIN = Path(sys.executable).parent
 
@@ -62,3 +63,18 @@ def prefect_server_fixture(tmp_path):
     finally:
         stop(server, signal.SIGTERM)
         log.close()
+
+
+def small_config(tmp_path: Path, input_file: Path) -> Path:
+    """Read one file and tokenize it: enough to run every curate task the worker has to run, in seconds."""
+    config = tmp_path / "small.yaml"
+    config.write_text(yaml.safe_dump({
+        "inputs": {"paths": [str(input_file)]},
+        "ray": {"num_cpus": 1},
+        "langid": {"enabled": False},
+        "filters": {name: {"enabled": False} for name in ("gopher_quality", "gopher_repetition", "c4_quality",
+                                                          "fineweb_quality")},
+        "dedup": {"exact": {"enabled": False}, "minhash": {"enabled": False}},
+        "tokenize": {"count_before_filters": False},
+    }))
+    return config

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 import yaml
-from prefect_server import BIN, prefect_server_fixture, stop  # noqa: F401 (the fixture prefect_server)
+from prefect_server import BIN, prefect_server_fixture, small_config, stop  # noqa: F401 (the fixture)
 
 from flows.config import load_config
 from flows.pipeline import PipelineConfig
@@ -90,21 +90,6 @@ def check_deployments(api: str, runs_dir: Path) -> dict:
     assert curate["pull_steps"] == [{"prefect.deployments.steps.set_working_directory": {"directory": str(REPO)}}]
     load_config(curate["parameters"]["config"])
     return curate
-
-
-def small_config(tmp_path: Path, input_file: Path) -> Path:
-    """Read one file and tokenize it: enough to run every curate task the worker has to run, in seconds."""
-    config = tmp_path / "small.yaml"
-    config.write_text(yaml.safe_dump({
-        "inputs": {"paths": [str(input_file)]},
-        "ray": {"num_cpus": 1},
-        "langid": {"enabled": False},
-        "filters": {name: {"enabled": False} for name in ("gopher_quality", "gopher_repetition", "c4_quality",
-                                                          "fineweb_quality")},
-        "dedup": {"exact": {"enabled": False}, "minhash": {"enabled": False}},
-        "tokenize": {"count_before_filters": False},
-    }))
-    return config
 
 
 def add_schedule_soon(api: str, deployment_id: str, config: Path) -> str:

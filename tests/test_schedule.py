@@ -13,8 +13,7 @@ from datetime import datetime
 from pathlib import Path
 
 import httpx
-import yaml
-from prefect_server import BIN, prefect_server_fixture, stop  # noqa: F401 (the fixture prefect_server)
+from prefect_server import BIN, prefect_server_fixture, small_config, stop  # noqa: F401 (the fixture)
 from typer.testing import CliRunner
 
 from mixforge.cli import app
@@ -33,16 +32,7 @@ def test_deploy_needs_a_server(tmp_path, monkeypatch):
 
 def test_a_cron_scheduled_run_of_the_deployment_completes(prefect_server, sample_corpus, tmp_path):
     api, env = prefect_server
-    config = tmp_path / "scheduled.yaml"
-    config.write_text(yaml.safe_dump({
-        "inputs": {"paths": [str(sample_corpus / "docs" / "fortunes.jsonl.gz")]},
-        "ray": {"num_cpus": 1},
-        "langid": {"enabled": False},
-        "filters": {name: {"enabled": False} for name in ("gopher_quality", "gopher_repetition", "c4_quality",
-                                                          "fineweb_quality")},
-        "dedup": {"exact": {"enabled": False}, "minhash": {"enabled": False}},
-        "tokenize": {"count_before_filters": False},
-    }))
+    config = small_config(tmp_path, sample_corpus / "docs" / "fortunes.jsonl.gz")
     runs_dir = tmp_path / "runs"
     log = open(tmp_path / "deploy.log", "wb")
     served = subprocess.Popen([str(BIN / "mixforge"), "deploy", str(config), "--out", f"{runs_dir}/{{date}}",
