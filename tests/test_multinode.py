@@ -158,17 +158,19 @@ def test_sigkilled_flow_resumes_without_duplicates_or_losses(config_file, refere
     assert outcome(out) == outcome(reference)
 
 
-# Started by the raylet, these two poll it and exit on their own about a minute after it died (measured 60-70 s).
-RAY_AGENT = "ray agent"
+# Not counted as leaks (the test stops them itself): Ray's two agents, which poll the raylet and exit on their own
+# about a minute after it died (measured 60-70 s), and processes the raylet was still starting when the driver
+# died (still called python3: not yet connected, so nothing to notice the death until their imports finish).
+STRAGGLER = "ray straggler"
 AGENT_TITLES = ("ray::DashboardAgent", "ray::RuntimeEnvAgent")
-AGENT_SCRIPTS = ("dashboard/agent.py", "runtime_env/agent/main.py")  # the script of a young agent, still "python3"
+STARTING_SCRIPTS = ("dashboard/agent.py", "runtime_env/agent/main.py", "workers/default_worker.py")
 
 
 def leaked_after_kill(processes: dict[psutil.Process, str], timeout: float = 15) -> list[str]:
-    """Names of the processes, other than Ray's agents, still alive `timeout` s after their driver was killed:
-    the GCS, raylet, dashboard and monitors share its fate, the workers follow their raylet. Stops whatever
-    is left, agents included, so nothing outlives the test."""
-    core = [process for process, name in processes.items() if name != RAY_AGENT]
+    """The processes, stragglers aside, still alive `timeout` s after their driver was killed: the GCS, raylet,
+    dashboard and monitors share its fate, the workers follow their raylet. Stops whatever is left, stragglers
+    included, so nothing outlives the test."""
+    core = [process for process, name in processes.items() if name != STRAGGLER]
     deadline = time.monotonic() + timeout
     while any(map(is_alive, core)) and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -187,13 +189,13 @@ def describe(process: psutil.Process) -> str:
 
 
 def name_of(process: psutil.Process) -> str:
-    """The process's name, or RAY_AGENT for either of Ray's two agents."""
+    """The process's name, or STRAGGLER for Ray's agents and processes still starting."""
     try:
         name, argv = process.name(), process.cmdline()
     except (psutil.NoSuchProcess, psutil.ZombieProcess):
         return "?"
-    young_agent = name.startswith("python") and any(arg.endswith(AGENT_SCRIPTS) for arg in argv)
-    return RAY_AGENT if name in AGENT_TITLES or young_agent else name
+    starting = name.startswith("python") and any(arg.endswith(STARTING_SCRIPTS) for arg in argv)
+    return STRAGGLER if name in AGENT_TITLES or starting else name
 
 
 def test_two_node_run_with_killed_workers_equals_the_embedded_run(cluster, config_file, reference, run_env,
