@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
@@ -19,3 +20,15 @@ def fail(error: Exception | str) -> NoReturn:
     for line in str(error).splitlines() or [""]:
         typer.echo(f"error: {line}", err=True)
     raise typer.Exit(2)
+
+
+def yaml_mapping(config: Path, expected: str = "a YAML mapping") -> dict:
+    """A config file's top-level mapping; a missing file or another shape is the user's error."""
+    import yaml
+
+    if not config.exists():
+        fail(f"no config file at {config}")
+    data = yaml.safe_load(config.read_text()) or {}
+    if not isinstance(data, dict):
+        fail(f"{config} must be {expected}")
+    return data

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from mixforge.options import RayAddress, RunDir, fail
+from mixforge.options import RayAddress, RunDir, fail, yaml_mapping
 
 
 def register(app: typer.Typer) -> None:
@@ -21,7 +21,6 @@ def cluster(
     ray_address: RayAddress = None,
 ) -> None:
     """Embed, k-means, prune and merge a run's documents into clusters and super-clusters (CLIMB)."""
-    import yaml
     from pydantic import ValidationError
 
     from flows.cluster import ClusterConfig, EmbedConfig
@@ -29,11 +28,7 @@ def cluster(
 
     sections = {}
     if config is not None:
-        if not config.exists():
-            fail(f"no config file at {config}")
-        sections = yaml.safe_load(config.read_text()) or {}
-        if not isinstance(sections, dict):
-            fail(f"{config} must be a YAML mapping with `cluster:` and/or `embed:` sections")
+        sections = yaml_mapping(config, "a YAML mapping with `cluster:` and/or `embed:` sections")
     try:
         cluster_config = ClusterConfig.model_validate(sections.get("cluster") or {})
         embed_config = EmbedConfig.model_validate(sections.get("embed") or {})

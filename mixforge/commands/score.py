@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from mixforge.options import Progress, RayAddress, RunDir, fail
+from mixforge.options import Progress, RayAddress, RunDir, fail, yaml_mapping
 
 score_app = typer.Typer(help="Train document scorers (PreSelect, DCLM-style fastText, DataMan students), annotate "
                              "documents with DataMan ratings, and score a run.", no_args_is_help=True)
@@ -20,14 +20,9 @@ def register(app: typer.Typer) -> None:
 
 def _section(config: Path, name: str, model):
     """The `name:` section of a YAML file (or the whole file if it has no such key), validated."""
-    import yaml
     from pydantic import ValidationError
 
-    if not config.exists():
-        fail(f"no config file at {config}")
-    data = yaml.safe_load(config.read_text()) or {}
-    if not isinstance(data, dict):
-        fail(f"{config} must be a YAML mapping")
+    data = yaml_mapping(config)
     try:
         return model.model_validate(data.get(name, data))
     except ValidationError as error:
