@@ -3,7 +3,8 @@
 Layout of `out/`:
   targets/<domain>.*      token shard (storage/token_shards.py) of the domain's held-out documents (a target set)
   vocab.npy, setup.json   the compact proxy vocabulary shared by every proxy, and the settings it was built for
-  runs/<run>/             each proxy's shard header (manifest.json) and result.json (a rerun skips finished runs)
+  runs/<run>/             each proxy's shard header (manifest.json), result.json (a rerun skips finished runs) and
+                          proxy.pt, the trained model
   rounds/<i>/ratios.csv   what round i proposed (and metrics.csv with what it measured)
   ratios.csv, metrics.csv every run: the mixture it trained on (`run`, one column per domain), its metrics
   fit/                    the predictor (models, fit.json, report.json)
@@ -36,6 +37,7 @@ from mixtures.search import IterativeSearch, SearchResult
 from storage.token_shards import TokenShard, TokenShardFiles
 
 RESULT_FILE = "result.json"
+PROXY_FILE = "proxy.pt"  # the trained proxy (mixtures.proxy.save_checkpoint): PreSelect scores documents with it
 
 
 def _open_corpus(config: ExperimentConfig) -> CorpusDomains:
@@ -69,7 +71,8 @@ def train_mixture(config_json: str, run: str, weights: dict[str, float]) -> dict
     manifest = materialize(_open_corpus(config), weights, m.budget_tokens, folder / "shard", max_epochs=m.max_epochs,
                            split="train", seed=config.sampler.seed, tokenizer=m.tokenizer)
     targets = {t: str(out / "targets" / t) for t in config.targets}
-    proxy = train_proxy(run, folder / "shard", targets, out / "vocab.npy", _proxy_config(config))
+    proxy = train_proxy(run, folder / "shard", targets, out / "vocab.npy", _proxy_config(config),
+                        checkpoint=folder / PROXY_FILE)
     shard = TokenShardFiles.of(folder / "shard")
     os.replace(shard.header, folder / "manifest.json")  # the record stays; the tokens can be rebuilt from it
     shard.remove()

@@ -32,6 +32,7 @@ from mixtures.io import MixtureFileError, join_runs, read_metrics
 from storage.token_shards import TokenShard
 
 VOCAB_FILE = "vocab.npy"
+CHECKPOINT_FORMAT = "mixforge-proxy-1"
 
 
 class CompactVocab:
@@ -125,21 +126,37 @@ def _windows(stream: np.ndarray, starts: np.ndarray, length: int):
 
 
 def train_proxy(run: str, train_shard: str | Path, targets: dict[str, str | Path], vocab: str | Path,
-                config: ProxyConfig | None = None) -> ProxyResult:
-    """Train one proxy on `train_shard`; loss on each target shard (nats/token, bits/byte)."""
+                config: ProxyConfig | None = None, checkpoint: str | Path | None = None) -> ProxyResult:
+    """Train one proxy on `train_shard`; loss on each target shard (nats/token, bits/byte). With `checkpoint`,
+    the trained model is saved there (`save_checkpoint`), so others can score text with it (scoring.proxy_lm)."""
     import torch
 
     config = config or ProxyConfig()
     threads = torch.get_num_threads()
     torch.set_num_threads(config.threads)
     try:
-        return _train(run, train_shard, targets, vocab, config)
+        return _train(run, train_shard, targets, vocab, config, checkpoint)
     finally:
         torch.set_num_threads(threads)
 
 
+def save_checkpoint(model, compact: CompactVocab, config: ProxyConfig, tokenizer: str, path: str | Path) -> Path:
+    """A self-contained proxy file: the TinyLM's shape and weights, its compact vocabulary and source tokenizer."""
+    import torch
+
+    path = Path(path)
+    tmp = path.with_name(f".tmp-{path.name}")
+    torch.save({"format": CHECKPOINT_FORMAT, "tokenizer": tokenizer, "kept_ids": compact.kept_ids,
+                "source_vocab_size": len(compact.lookup),
+                "shape": {"vocab_size": compact.size, "d_model": config.d_model, "n_layers": config.n_layers,
+                          "n_heads": config.n_heads, "seq_len": config.seq_len},
+                "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}, tmp)
+    tmp.replace(path)
+    return path
+
+
 def _train(run: str, train_shard: str | Path, targets: dict[str, str | Path], vocab: str | Path,
-           config: ProxyConfig) -> ProxyResult:
+           config: ProxyConfig, checkpoint: str | Path | None = None) -> ProxyResult:
     import torch
     from torch.nn import functional as F
 
@@ -181,6 +198,8 @@ def _train(run: str, train_shard: str | Path, targets: dict[str, str | Path], vo
     losses, bpb = {}, {}
     for name, path in targets.items():
         losses[name], bpb[name] = _evaluate(model, TokenShard.open(path), compact, config, device)
+    if checkpoint is not None:
+        save_checkpoint(model, compact, config, shard.header["tokenizer"], checkpoint)
     return ProxyResult(run, losses, bpb, float(np.mean(recent)), steps * per_step,
                        sum(p.numel() for p in model.parameters()), seconds, device)
 
