@@ -8,6 +8,7 @@ import pkgutil
 import typer
 
 from mixforge import commands
+from mixforge.options import CommandGroup, global_options
 
 app = typer.Typer(
     name="mixforge",
@@ -15,7 +16,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=CommandGroup,
 )
+app.callback(cls=CommandGroup)(global_options)
 
 for module_info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
     importlib.import_module(f"{commands.__name__}.{module_info.name}").register(app)

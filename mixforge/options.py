@@ -1,11 +1,28 @@
-"""What every `mixforge` command that runs a flow shares: its options and how it reports a user error."""
+"""What every `mixforge` command shares: its options and how it reports a user error.
+
+A user error (a missing input, an unknown format, a bad config, a refused query, a bad parameter) ends
+in one `error:` line naming the problem and the fix, with exit status 2; `mixforge --debug` shows the
+traceback instead. Anything else is a bug and keeps its traceback.
+"""
 
 from __future__ import annotations
 
+import os
+import sys
+import traceback
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
+from typer._click.exceptions import NoArgsIsHelpError, UsageError  # typer vendors click
+from typer.core import TyperGroup
+
+# The exceptions that mean the user's input was wrong, by module: looked up only in modules already
+# imported (an exception of a module never imported cannot have been raised), so the CLI stays light.
+USER_ERRORS = (("operators.reader", "InputNotFound"), ("operators.reader", "UnknownFormat"),
+               ("flows.config", "ConfigError"), ("flows.curate", "RunMismatch"),
+               ("storage.catalog", "QueryRefused"))
+DEBUG = False  # `mixforge --debug`: tracebacks for user errors too
 
 RayAddress = Annotated[str | None, typer.Option(
     "--ray-address", envvar="RAY_ADDRESS",
@@ -15,8 +32,46 @@ RunDir = Annotated[str, typer.Option("--out", "-o", help="Run directory; rerun w
 Progress = Annotated[bool, typer.Option(help="Show a progress bar per stage.")]
 
 
+def global_options(
+    debug: bool = typer.Option(False, "--debug", help="Show the traceback behind an error message."),
+    verbose: bool = typer.Option(False, "--verbose", help="Show every log line of Ray, Prefect and the models, "
+                                                          "warnings included (default: progress and summary)."),
+) -> None:
+    """Options before the command: `mixforge --debug ingest ...`."""
+    global DEBUG
+    DEBUG = debug
+    if verbose:
+        os.environ["MIXFORGE_VERBOSE"] = "1"  # read where Ray and the models start (flows.engine), workers too
+
+
+def is_user_error(error: BaseException) -> bool:
+    return any(isinstance(error, cls) for module, name in USER_ERRORS
+               if (cls := getattr(sys.modules.get(module), name, None)) is not None)
+
+
+class CommandGroup(TyperGroup):
+    """The `mixforge` group: a command's user error becomes one line and exit status 2, not a traceback."""
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except UsageError as error:  # a bad parameter, a missing argument, an unknown command
+            if DEBUG or isinstance(error, NoArgsIsHelpError):
+                raise
+            where = error.ctx.command_path if error.ctx else ctx.command_path
+            fail(f"{error.format_message()} (see `{where} --help`)")
+        except (typer.Exit, typer.Abort, typer.TyperException):
+            raise
+        except Exception as error:
+            if DEBUG or not is_user_error(error):
+                raise
+            fail(error)
+
+
 def fail(error: Exception | str) -> NoReturn:
     """One `error:` line per line of the message on stderr, exit status 2: the user's input was wrong."""
+    if DEBUG and sys.exc_info()[0] is not None:
+        traceback.print_exc()
     for line in str(error).splitlines() or [""]:
         typer.echo(f"error: {line}", err=True)
     raise typer.Exit(2)

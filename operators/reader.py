@@ -60,6 +60,14 @@ class RecordError(ValueError):
     """A record that cannot be read; the rest of the input still is."""
 
 
+class InputNotFound(FileNotFoundError):
+    """An input path or glob that matches nothing: the user's mistake, reported before anything is read."""
+
+
+class UnknownFormat(ValueError):
+    """An input named explicitly whose extension no reader takes."""
+
+
 class InputError(Exception):
     """The input cannot be read on from `offset` (corrupt or cut stream, wrong schema): stop the file."""
 
@@ -312,9 +320,13 @@ def reader_for(path: str, **options: Any) -> Reader:
     return classes[name](**{k: v for k, v in options.items() if k in accepted[name]})
 
 
-def _unknown_extension(path: str) -> ValueError:
-    known = ", ".join(ext for exts in READER_EXTENSIONS.values() for ext in exts)
-    return ValueError(f"no reader for {path!r}: known extensions are {known}")
+def _known_extensions() -> str:
+    return ", ".join(ext for exts in READER_EXTENSIONS.values() for ext in exts)
+
+
+def _unknown_extension(path: str) -> UnknownFormat:
+    return UnknownFormat(f"no reader for {path!r}: known extensions are {_known_extensions()} "
+                         "(rename or convert the file)")
 
 
 def expand_inputs(inputs: list[str]) -> list[str]:
@@ -336,9 +348,11 @@ def expand_inputs(inputs: list[str]) -> list[str]:
                 raise _unknown_extension(item)
             matches = [fs_path]
         else:
-            raise FileNotFoundError(f"input not found: {item}")
+            raise InputNotFound(f"input not found: {item} (check the path; directories, globs and s3:// URLs "
+                                "work too)")
         if not matches:
-            raise FileNotFoundError(f"no input files with a known extension match {item!r}")
+            raise InputNotFound(f"no input files with a known extension match {item!r} "
+                                f"(known: {_known_extensions()})")
         found.update(p if isinstance(fs, LocalFileSystem) else fs.unstrip_protocol(p) for p in matches)
     return sorted(found)
 

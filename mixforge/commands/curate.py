@@ -25,9 +25,11 @@ def curate(
     from flows.config import ConfigError, load_config
     from flows.curate import RunMismatch
     from flows.curate import curate as curate_flow
+    from operators.reader import expand_inputs
 
     try:
         run_config = load_config(config)
+        expand_inputs(run_config.inputs.paths)  # before the flow starts: one line, not Prefect's traceback
         curate_flow(config=run_config, out=out, ray_address=ray_address, progress=progress)
     except (ConfigError, RunMismatch, FileNotFoundError) as error:  # what the user can fix: bad config or paths
         fail(error)

@@ -26,9 +26,12 @@ def run(
     from flows.config import ConfigError, load_config
     from flows.curate import RunMismatch
     from flows.pipeline import PipelineConfig, pipeline
+    from operators.reader import expand_inputs
 
     try:
-        pipeline(config=load_config(config, PipelineConfig), out=out, ray_address=ray_address, progress=progress)
+        pipeline_config = load_config(config, PipelineConfig)
+        expand_inputs(pipeline_config.inputs.paths)  # before the flow starts: one line, not Prefect's traceback
+        pipeline(config=pipeline_config, out=out, ray_address=ray_address, progress=progress)
     except (ConfigError, RunMismatch, FileNotFoundError) as error:  # what the user can fix: bad config or paths
         fail(error)
     typer.echo(f"\nLook at it: mixforge manifest {out}   |   mixforge sql {out}   |   mixforge ui {out}")
@@ -43,7 +46,9 @@ def ingest(
 ) -> None:
     """Read inputs into Parquet shards (`<out>/shards/ingest`), quarantine what cannot be read."""
     from flows.ingest import ingest as ingest_flow
+    from operators.reader import expand_inputs
 
+    expand_inputs(list(inputs))  # a missing input or unknown format is one line before the flow starts
     ingest_flow(inputs=list(inputs), out=str(out), ray_address=ray_address, text_key=text_key,
                 max_doc_bytes=int(max_doc_mb * 2**20))
     typer.echo(f"\nQuery it: mixforge sql {out} \"SELECT count(*) FROM docs\"")
