@@ -160,6 +160,8 @@ def stage_counts(chain: list[StageStats]) -> dict[str, Any]:
                        tokens_out=chain[-1].tokens_out)
     for stats in chain:
         total.dropped.update(stats.dropped)
+        total.skipped.update(stats.skipped)
         total.quarantined += stats.quarantined
+        total.duplicate_ids += stats.duplicate_ids
         total.seconds += stats.seconds
     return total.to_dict()

@@ -17,7 +17,11 @@ import pyarrow.compute as pc
 
 @dataclass
 class StageStats:
-    """Documents, characters and tokens in and out of one step, drops by reason, and wall time."""
+    """Documents, characters and tokens in and out of one step, drops by reason, and wall time.
+
+    Readers also count the input's records that are no documents (`skipped`, by reason: a WARC's
+    requests, revisits, non-HTML responses...) and the documents whose input id repeated an earlier one
+    (`duplicate_ids`: given a generated id, the input's kept in metadata)."""
 
     docs_in: int = 0
     docs_out: int = 0
@@ -28,12 +32,15 @@ class StageStats:
     dropped: Counter = field(default_factory=Counter)
     quarantined: int = 0
     seconds: float = 0.0
+    skipped: Counter = field(default_factory=Counter)
+    duplicate_ids: int = 0
 
     def merge(self, other: StageStats) -> StageStats:
         for name in ("docs_in", "docs_out", "chars_in", "chars_out", "tokens_in", "tokens_out",
-                     "quarantined", "seconds"):
+                     "quarantined", "seconds", "duplicate_ids"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.dropped.update(other.dropped)
+        self.skipped.update(other.skipped)
         return self
 
     def to_dict(self) -> dict:
@@ -47,12 +54,14 @@ class StageStats:
             "dropped": dict(sorted(self.dropped.items())),
             "quarantined": self.quarantined,
             "seconds": round(self.seconds, 4),
+            "skipped": dict(sorted(self.skipped.items())),
+            "duplicate_ids": self.duplicate_ids,
         }
 
     @classmethod
     def from_dict(cls, data: dict) -> StageStats:
-        values = {k: v for k, v in data.items() if k != "dropped"}
-        return cls(**values, dropped=Counter(data.get("dropped", {})))
+        values = {k: v for k, v in data.items() if k not in ("dropped", "skipped")}
+        return cls(**values, dropped=Counter(data.get("dropped", {})), skipped=Counter(data.get("skipped", {})))
 
     def count_in(self, batch: pa.Table) -> None:
         self.docs_in += batch.num_rows

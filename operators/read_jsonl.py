@@ -1,7 +1,8 @@
 """JSONL reader (.jsonl/.json/.ndjson, plain, gzip or zstd): one JSON object per line.
 
 `offset` is the line's start in the decompressed stream. The text field is configurable; the url field
-fills `url`; every other field (the corpus's own id, domain, language...) is kept in `metadata`.
+fills `url`; the id field (`id_key`, as datatrove's) is the document id where a line has one; every other
+field (domain, language...) is kept in `metadata`.
 A line that is not valid UTF-8 is quarantined with the byte where the encoding breaks: JSON text is
 UTF-8 by definition (RFC 8259), so such a line is corrupt input, not a document to patch with
 replacement characters.
@@ -19,7 +20,7 @@ from typing import Any, BinaryIO
 
 import orjson
 
-from operators.reader import InputError, Parsed, Raw, Reader, RecordError
+from operators.reader import InputError, Parsed, Raw, Reader, RecordError, input_id, raise_if_transient
 
 _SKIP_CHUNK = 2**20
 
@@ -27,10 +28,12 @@ _SKIP_CHUNK = 2**20
 class JsonlReader(Reader):
     name = "read_jsonl"
 
-    def __init__(self, text_key: str = "text", url_key: str | None = "url", **options: Any) -> None:
+    def __init__(self, text_key: str = "text", url_key: str | None = "url", id_key: str | None = "id",
+                 **options: Any) -> None:
         super().__init__(**options)
         self.text_key = text_key
         self.url_key = url_key
+        self.id_key = id_key
 
     def split(self, stream: BinaryIO) -> Iterator[Raw]:
         offset = 0
@@ -65,14 +68,16 @@ class JsonlReader(Reader):
         if not isinstance(text, str):
             raise RecordError(f"field '{self.text_key}' is {type(text).__name__}, not a string")
         url = record.pop(self.url_key, None) if self.url_key else None
+        doc_id = input_id(record, self.id_key)
         metadata = orjson.dumps(record).decode() if record else None
-        return Parsed(text, None if url is None else str(url), metadata)
+        return Parsed(text, None if url is None else str(url), metadata, id=doc_id, id_key=self.id_key or "id")
 
 
 def _read_line(stream: BinaryIO, limit: int, offset: int) -> bytes:
     try:
         return stream.readline(limit)
     except Exception as error:  # a corrupt or cut compressed stream surfaces here, from any codec
+        raise_if_transient(error)
         raise InputError(offset, f"unreadable input at byte {offset} (decompressed): "
                                  f"{type(error).__name__}: {error}") from None
 

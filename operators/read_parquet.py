@@ -1,8 +1,9 @@
 """Parquet reader: one row per document, `offset` = the row's index in the file.
 
-The text column is configurable; the url column fills `url`; every other column (the corpus's own id,
-dump, language score...) is kept in `metadata`. A file without the text column, or with a text column
-that is not a string, is quarantined whole with the schema it has. Text that is not valid UTF-8 is
+The text column is configurable; the url column fills `url`; the id column (`id_key`, as datatrove's) is
+the document id where a row has one; every other column (dump, language score...) is kept in `metadata`.
+A file without the text column, or with a text column that is not a string, is quarantined whole with the
+schema it has. Text that is not valid UTF-8 is
 quarantined row by row, as in the JSONL reader.
 """
 
@@ -17,17 +18,19 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from operators.reader import InputError, Parsed, Raw, Reader, RecordError
+from operators.reader import InputError, Parsed, Raw, Reader, RecordError, input_id, raise_if_transient
 
 
 class ParquetReader(Reader):
     name = "read_parquet"
     decompress = False  # Parquet compresses inside the file
 
-    def __init__(self, text_key: str = "text", url_key: str | None = "url", **options: Any) -> None:
+    def __init__(self, text_key: str = "text", url_key: str | None = "url", id_key: str | None = "id",
+                 **options: Any) -> None:
         super().__init__(**options)
         self.text_key = text_key
         self.url_key = url_key
+        self.id_key = id_key
 
     def split(self, stream: BinaryIO) -> Iterator[Raw]:
         if stream.seek(0, io.SEEK_END) == 0:  # an empty file holds no documents, like an empty JSONL file
@@ -36,6 +39,7 @@ class ParquetReader(Reader):
         try:
             parquet = pq.ParquetFile(stream)
         except Exception as error:  # not Parquet at all, or a cut footer
+            raise_if_transient(error)
             raise InputError(None, f"not a readable Parquet file: {type(error).__name__}: {error}") from None
         schema = parquet.schema_arrow
         self._check_schema(schema)
@@ -46,6 +50,7 @@ class ParquetReader(Reader):
             try:
                 batch = next(batches, None)
             except Exception as error:  # a corrupt page or row group
+                raise_if_transient(error)
                 raise InputError(row, f"unreadable Parquet data from row {row}: "
                                       f"{type(error).__name__}: {error}") from None
             if batch is None:
@@ -74,5 +79,6 @@ class ParquetReader(Reader):
             text = data.decode("utf-8")
         except UnicodeDecodeError as bad:
             raise RecordError(f"invalid UTF-8 at byte {bad.start} of the text") from None
+        doc_id = input_id(other, self.id_key)
         metadata = orjson.dumps(other, default=str).decode() if other else None
-        return Parsed(text, None if url is None else str(url), metadata)
+        return Parsed(text, None if url is None else str(url), metadata, id=doc_id, id_key=self.id_key or "id")

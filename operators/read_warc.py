@@ -1,18 +1,26 @@
-"""WARC and WET readers (warcio's ArchiveIterator), with datatrove's decisions on which records count.
+"""WARC, ARC and WET readers (warcio's ArchiveIterator), with datatrove's decisions on which records count.
 
-WARC: `response` records whose payload is HTML (WARC-Identified-Payload-Type, else libmagic on the
-payload, as datatrove's WarcReader does) become documents, their text extracted by datatrove's
+WARC: `response` records with HTTP status 200 whose payload is HTML (WARC-Identified-Payload-Type, else
+libmagic on the payload, as datatrove's WarcReader does) become documents, their text extracted by datatrove's
 Trafilatura extractor with its defaults (favour_precision=True, include_comments=False,
 deduplicate=True). datatrove runs that extractor in a subprocess with a 1 s timeout, and trafilatura's
 deduplication remembers text across all the pages that process saw; here it runs in process without a
 timeout and its memory starts afresh with each file, so the same file always gives the same output
 (max_doc_bytes bounds the work per page).
 An empty extraction, or one that raises, is a dropped document with drop_reason "extraction_empty".
+ARC files (.arc, .arc.gz: older web archives) are read through warcio's ARC support (arc2warc): the
+file header becomes a warcinfo record and every ARC record a response.
 WET: `conversion` records, text as is.
-Other records (warcinfo, request, metadata, non-HTML responses) are no documents: counted in
-`skipped`. `offset` is the record's offset in the file as stored (compressed offsets for .warc.gz,
-as in Common Crawl's index). A record cut short (truncated file, corrupt gzip member) is quarantined
-at its offset and reading stops there; bytes after the last complete record are reported the same way.
+Every other record is counted in `stats.skipped` by reason: its WARC type (warcinfo, request, revisit,
+metadata, resource, ...), `not_200` for a response of another HTTP status (datatrove does not check the
+status; a redirect or error page is no document), `not_html` for another payload type. So for an archive,
+records = documents + skipped + quarantined.
+`offset` is the record's offset in the file as stored (compressed offsets for .warc.gz, as in Common
+Crawl's index). A file gzipped whole rather than record by record (some wget/wpull settings) cannot be
+indexed like that: warcio refuses it, and it is read again as one decompressed stream, its offsets then
+offsets in that stream (like JSONL's). A record cut short (truncated file, corrupt gzip member) is
+quarantined at its offset (where the last complete record ended: never negative) and reading stops there;
+bytes after the last complete record are reported the same way.
 """
 
 from __future__ import annotations
@@ -23,10 +31,11 @@ from typing import Any, BinaryIO
 
 import orjson
 
-from operators.reader import InputError, Parsed, Raw, Reader, RecordError, decode_text
+from operators.reader import InputError, Parsed, Raw, Reader, RecordError, decode_text, raise_if_transient
 
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 _HEAD_BYTES = 1024
+_NON_CHUNKED = "non-chunked gzip"  # in warcio's ArchiveLoadFailed for a file gzipped whole
 
 
 class ArchiveReader(Reader):
@@ -36,16 +45,36 @@ class ArchiveReader(Reader):
     record_type = ""
 
     def split(self, stream: BinaryIO) -> Iterator[Raw]:
-        from warcio.archiveiterator import ArchiveIterator
-
         size = stream.seek(0, io.SEEK_END)
         stream.seek(0)
-        records = ArchiveIterator(stream)
+        done = 0  # records cut so far (documents and skipped)
+        try:
+            for raw in self._records(stream, size, 0):
+                done += 1
+                if raw is not None:
+                    yield raw
+        except _WholeFileGzip:
+            from isal import igzip
+
+            stream.seek(0)
+            for index, raw in enumerate(self._records(igzip.IGzipFile(fileobj=stream, mode="rb"), None, done)):
+                if raw is not None and index >= done:
+                    yield raw
+
+    def _records(self, stream: BinaryIO, size: int | None, counted: int) -> Iterator[Raw | None]:
+        """Each record in order: a Raw for a document, None for a skipped one (counted from the
+        `counted`-th on). `size`: the file's, to report bytes after the last record (None: unknown)."""
+        from warcio.archiveiterator import ArchiveIterator
+
+        records = ArchiveIterator(stream, arc2warc=True)
+        offset, index = 0, 0
         while True:
-            offset = records.offset
             try:
                 record = next(records, None)
             except Exception as error:  # warcio raises ArchiveLoadFailed and others on garbage
+                raise_if_transient(error)
+                if _NON_CHUNKED in str(error) and size is not None:
+                    raise _WholeFileGzip from None
                 raise InputError(offset, f"unreadable WARC record at byte {offset}: "
                                          f"{type(error).__name__}: {error}") from None
             if record is None:
@@ -60,10 +89,13 @@ class ArchiveReader(Reader):
                     content = record.content_stream().read(
                         _HEAD_BYTES if record.length > self.max_doc_bytes else None)
                 except Exception as error:  # a broken HTTP chunked/gzip body: this record only
+                    raise_if_transient(error)
                     content = error
+                skip = self.skip_content(record, content)
             try:
                 records.read_to_end()
             except Exception as error:
+                raise_if_transient(error)
                 raise InputError(offset, f"unreadable WARC record at byte {offset}: "
                                          f"{type(error).__name__}: {error}") from None
             if record.raw_stream.limit > 0:
@@ -71,18 +103,25 @@ class ArchiveReader(Reader):
                                          f"{record.raw_stream.limit} of its {record.length} bytes are missing "
                                          "(truncated or corrupt file)")
             if skip is not None:
-                self.skipped[skip] += 1
-                continue
-            head = content if isinstance(content, bytes) else b""
-            yield Raw(offset, record.length, (record, content), head)
-        if records.offset < size:
-            raise InputError(records.offset, f"{size - records.offset} bytes after the last complete WARC "
-                                             f"record (at byte {records.offset}) cannot be read "
-                                             "(truncated or corrupt file)")
+                if index >= counted:
+                    self.stats.skipped[skip] += 1
+                yield None
+            else:
+                head = content if isinstance(content, bytes) else b""
+                yield Raw(offset, record.length, (record, content), head)
+            index += 1
+            offset = max(records.offset, offset)  # where the next record starts
+        if size is not None and offset < size:
+            raise InputError(offset, f"{size - offset} bytes after the last complete WARC record "
+                                     f"(at byte {offset}) cannot be read (truncated or corrupt file)")
 
     def skip_reason(self, record: Any) -> str | None:
-        """Why a record is no document of this reader (None: it is one), from its headers alone."""
+        """Why a record is no document of this reader (None: it may be one), from its headers alone."""
         return None if record.rec_type == self.record_type else record.rec_type
+
+    def skip_content(self, record: Any, content: bytes | Exception) -> str | None:
+        """Why a record is no document, judged from its payload (None: it is one)."""
+        return None
 
 
 class WarcReader(ArchiveReader):
@@ -107,21 +146,21 @@ class WarcReader(ArchiveReader):
         reason = super().skip_reason(record)
         if reason is not None:
             return reason
+        if record.http_headers is not None and record.http_headers.get_statuscode() != "200":
+            return "not_200"
         payload_type = record.rec_headers.get_header("WARC-Identified-Payload-Type")
         if payload_type is not None and payload_type not in HTML_TYPES:
             return "not_html"
         return None
 
-    def parse(self, raw: Raw) -> Parsed | None:
-        record, content = _payload(raw)
-        content_type = record.rec_headers.get_header("WARC-Identified-Payload-Type")
-        if content_type is None:
-            import magic
+    def skip_content(self, record: Any, content: bytes | Exception) -> str | None:
+        if isinstance(content, bytes) and _payload_type(record, content) not in HTML_TYPES:
+            return "not_html"
+        return None
 
-            content_type = magic.from_buffer(content, mime=True)
-            if content_type not in HTML_TYPES:
-                self.skipped["not_html"] += 1
-                return None
+    def parse(self, raw: Raw) -> Parsed:
+        record, content = _payload(raw)
+        content_type = _payload_type(record, content)
         html = decode_text(content)
         try:
             text = self.extractor.extract(html)
@@ -140,6 +179,20 @@ class WetReader(ArchiveReader):
         record, content = _payload(raw)
         content_type = record.rec_headers.get_header("Content-Type")
         return Parsed(decode_text(content), _url(record), warc_metadata(record, content_type))
+
+
+class _WholeFileGzip(Exception):
+    """warcio found several records in one gzip member: the file is gzipped whole."""
+
+
+def _payload_type(record: Any, content: bytes) -> str:
+    """The crawler's identification of the payload, else libmagic's (as datatrove)."""
+    identified = record.rec_headers.get_header("WARC-Identified-Payload-Type")
+    if identified is not None:
+        return identified
+    import magic
+
+    return magic.from_buffer(content, mime=True)
 
 
 def _payload(raw: Raw) -> tuple[Any, bytes]:

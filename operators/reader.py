@@ -9,25 +9,37 @@ Accounting: every record seen is a good document, a dropped one (a row with `dro
 quarantine row, so `stats.docs_in == stats.docs_out + sum(stats.dropped.values()) + stats.quarantined`.
 A whole-file failure (cannot open, wrong Parquet schema, corrupt or cut stream) is one quarantine row
 and counts as one record seen. Records that are not documents at all (a WARC's request or warcinfo
-records, non-HTML responses) are not seen: they are counted in `skipped` by kind.
+records, non-HTML responses) are not seen: they are counted in `stats.skipped` by reason.
+
+Failures are classified: content errors (corrupt gzip, bad JSON, invalid UTF-8, wrong schema) are the
+input's and are quarantined; transient ones (timeouts, throttling, connection resets, expired or denied
+credentials: `is_transient`) are the environment's. A transient error is retried with backoff, reopening
+the input and skipping the records already read, and if it persists it raises TransientInputError, so
+the unit fails and is not marked done: a rerun retries it and nothing is quarantined for it.
+
+Ids: an input's own id (`id_key` of the JSONL and Parquet readers, default "id") is the document id, as
+in datatrove; without one the id is `document_id` of the canonical source URI and the offset. An input id
+seen before in the same input is counted in `stats.duplicate_ids` and replaced by the generated id, the
+input's kept in `metadata` under the id key.
 """
 
 from __future__ import annotations
 
+import errno
 import inspect
 import io
 import time
-from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack
 from typing import Any, BinaryIO, NamedTuple
 
 import fsspec
+import orjson
 import pyarrow as pa
 from fsspec.implementations.local import LocalFileSystem
 
 from operators.base import StageStats
-from storage.schema import DOCUMENT_SCHEMA, QUARANTINE_SCHEMA, STAGE_COLUMNS, document_id
+from storage.schema import DOCUMENT_SCHEMA, QUARANTINE_SCHEMA, STAGE_COLUMNS, document_id, source_uri
 
 # What a reader emits: the document columns plus `drop_reason` (null = a good document).
 READ_SCHEMA = DOCUMENT_SCHEMA.append(pa.field("drop_reason", STAGE_COLUMNS["drop_reason"]))
@@ -54,6 +66,8 @@ class Parsed(NamedTuple):
     url: str | None = None
     metadata: str | None = None  # the input's other fields, as a JSON object
     drop_reason: str | None = None
+    id: str | None = None  # the input's own id (None: generated from source and offset)
+    id_key: str = "id"  # where a duplicate input id is kept in metadata
 
 
 class RecordError(ValueError):
@@ -66,6 +80,11 @@ class InputNotFound(FileNotFoundError):
 
 class UnknownFormat(ValueError):
     """An input named explicitly whose extension no reader takes."""
+
+
+class TransientInputError(Exception):
+    """The input could not be read for a reason of the environment (network, throttling, credentials)
+    even after retries: the unit fails, so that a rerun retries it."""
 
 
 class InputError(Exception):
@@ -85,21 +104,23 @@ class Reader:
     decompress = True
 
     def __init__(self, batch_size: int = 2000, max_doc_bytes: int = 8 * 2**20,
-                 batch_chars: int = 64 * 2**20) -> None:
-        """Format readers take these as keywords next to their own options."""
+                 batch_chars: int = 64 * 2**20, retries: int = 3, retry_delay: float = 0.5) -> None:
+        """Format readers take these as keywords next to their own options. A transient error is retried
+        `retries` times, after retry_delay, 2 x retry_delay... seconds."""
         self.batch_size = batch_size
         self.max_doc_bytes = max_doc_bytes
         self.batch_chars = batch_chars  # bounds a batch's memory when documents are large
+        self.retries = retries
+        self.retry_delay = retry_delay
         self.stats = StageStats()
-        self.skipped: Counter = Counter()
 
     def split(self, stream: BinaryIO) -> Iterator[Raw]:
         """The input's records in order; raises InputError where the input stops being readable."""
         raise NotImplementedError
 
-    def parse(self, raw: Raw) -> Parsed | None:
-        """One record's text, url and metadata; None if the record is no document (counted in `skipped`).
-        Raises RecordError (or anything else) for a bad record: it is quarantined and reading goes on."""
+    def parse(self, raw: Raw) -> Parsed:
+        """One record's text, url and metadata. Raises RecordError (or anything else) for a bad record: it
+        is quarantined and reading goes on. (Records that are no documents are left out by `split`.)"""
         raise NotImplementedError
 
     def __call__(self, path: str) -> Iterator[ReadBatch]:
@@ -113,32 +134,56 @@ class Reader:
     def _read(self, path: str) -> Iterator[ReadBatch]:
         fs, fs_path, source = resolve(path)
         batch = _BatchBuilder(source, self.stats)
+        progress = _Progress(self.stats)
+        for attempt in range(self.retries + 1):
+            try:
+                yield from self._attempt(fs, fs_path, source, batch, progress)
+                break
+            except _Transient as transient:
+                if attempt == self.retries:
+                    raise TransientInputError(f"{source}: {_describe(transient.error)} (still failing after "
+                                              f"{self.retries} retries; rerun to retry)") from transient.error
+                progress.rewind()
+                time.sleep(self.retry_delay * 2**attempt)
+        if batch.rows:
+            yield batch.flush()
+
+    def _attempt(self, fs: fsspec.AbstractFileSystem, fs_path: str, source: str, batch: _BatchBuilder,
+                 progress: _Progress) -> Iterator[ReadBatch]:
+        """Read the input from its start, skipping the records an earlier attempt already took."""
         with ExitStack() as stack:
             try:
                 stream = stack.enter_context(fs.open(fs_path, "rb"))
                 if self.decompress:
                     stream = stack.enter_context(_decompressed(stream, fs_path))
-            except Exception as error:  # any failure to open is reported, not raised
+            except Exception as error:  # a failure to open is reported (or retried), not raised
+                raise_if_transient(error)
                 batch.fail(None, f"cannot open {source}: {_describe(error)}")
                 yield batch.flush()
                 return
             records = self.split(stream)
+            seen = 0
             while True:
                 try:
                     raw = next(records)
                 except StopIteration:
                     break
+                except _Transient:
+                    raise
                 except InputError as error:
                     batch.fail(error.offset, str(error))
                     break
                 except Exception as error:  # an unforeseen stream failure ends the file only
+                    raise_if_transient(error)
                     batch.fail(None, f"unreadable input: {_describe(error)}")
                     break
+                seen += 1
+                if seen <= progress.records:
+                    continue  # taken by an earlier attempt
                 self._add(batch, raw)
+                progress.took()
                 if batch.full(self.batch_size, self.batch_chars):
                     yield batch.flush()
-        if batch.rows:
-            yield batch.flush()
 
     def _add(self, batch: _BatchBuilder, raw: Raw) -> None:
         if raw.n_bytes > self.max_doc_bytes:
@@ -153,11 +198,73 @@ class Reader:
         except Exception as error:  # one bad record must not end the file
             batch.fail(raw.offset, _describe(error), raw.head)
             return
-        if parsed is None:
-            return
         if parsed.drop_reason is None and (not parsed.text or parsed.text.isspace()):
             parsed = parsed._replace(drop_reason="empty_text")
         batch.add(raw.offset, parsed)
+
+
+class _Transient(Exception):
+    """Carries a transient error out of a format's `split` to the retry loop."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class _Progress:
+    """How many records the attempts so far took: a retry skips those. A format's `split` counts its skipped
+    records as it cuts, so a retry, which cuts again from the start, restores the counts from before."""
+
+    def __init__(self, stats: StageStats) -> None:
+        self.stats = stats
+        self.records = 0
+        self.skipped = stats.skipped.copy()
+
+    def took(self) -> None:
+        self.records += 1
+
+    def rewind(self) -> None:
+        self.stats.skipped = self.skipped.copy()
+
+
+# What makes an error transient: builtin types, and by class name the network errors of libraries that may
+# not be imported (botocore, aiohttp, urllib3, fsspec), error codes of S3 and HTTP statuses.
+_TRANSIENT_TYPES = (TimeoutError, ConnectionError, PermissionError)
+_TRANSIENT_NAMES = {"EndpointConnectionError", "ConnectionClosedError", "ConnectTimeoutError", "ReadTimeoutError",
+                    "ResponseStreamingError", "IncompleteReadError", "IncompleteRead", "ProtocolError",
+                    "ClientConnectionError", "ClientPayloadError", "ServerDisconnectedError", "ServerTimeoutError",
+                    "FSTimeoutError", "NoCredentialsError", "CredentialRetrievalError"}
+_TRANSIENT_CODES = {"Throttling", "ThrottlingException", "SlowDown", "RequestTimeout", "RequestTimeoutException",
+                    "ExpiredToken", "ExpiredTokenException", "TokenRefreshRequired", "RequestExpired",
+                    "AccessDenied", "InvalidAccessKeyId", "InternalError", "ServiceUnavailable", "503", "500"}
+_TRANSIENT_ERRNOS = {errno.ECONNRESET, errno.ECONNABORTED, errno.ECONNREFUSED, errno.ETIMEDOUT, errno.EPIPE,
+                     errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ENETDOWN, errno.EAGAIN, errno.EACCES}
+_TRANSIENT_STATUSES = {401, 403, 408, 429, 500, 502, 503, 504}
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether an error is the environment's (retry, and fail the unit if it persists) rather than the
+    input's (quarantine): checked along the chain of causes, as s3fs re-raises boto's errors as OSErrors."""
+    seen = 0
+    while error is not None and seen < 8:
+        if isinstance(error, _TRANSIENT_TYPES) or isinstance(error, OSError) and error.errno in _TRANSIENT_ERRNOS:
+            return True
+        if any(cls.__name__ in _TRANSIENT_NAMES for cls in type(error).__mro__):
+            return True
+        code = (getattr(error, "response", None) or {}).get("Error", {}).get("Code") \
+            if isinstance(getattr(error, "response", None), dict) else None
+        if code in _TRANSIENT_CODES or getattr(error, "status", None) in _TRANSIENT_STATUSES:
+            return True
+        error, seen = error.__cause__ or error.__context__, seen + 1
+    return False
+
+
+def raise_if_transient(error: BaseException) -> None:
+    """For a format's catch-all around reading: a transient error goes to the retry loop, not to quarantine."""
+    if isinstance(error, _Transient):
+        raise error
+    if is_transient(error):
+        raise _Transient(error) from error
 
 
 def resolve(path: str) -> tuple[fsspec.AbstractFileSystem, str, str]:
@@ -197,6 +304,16 @@ def decode_text(data: bytes) -> str:
             raise RecordError(f"invalid UTF-8 at byte {error.start}, and not {charset} either") from None
 
 
+def input_id(fields: dict, id_key: str | None) -> str | None:
+    """The input's own id (popped from `fields`), as a string; None where it has none."""
+    if not id_key:
+        return None
+    value = fields.pop(id_key, None)
+    if value is None or value == "":
+        return None
+    return value if isinstance(value, str) else orjson.dumps(value).decode()
+
+
 def snippet(head: bytes | str | None) -> str | None:
     if head is None:
         return None
@@ -215,7 +332,9 @@ class _BatchBuilder:
 
     def __init__(self, source: str, stats: StageStats) -> None:
         self.source = source
+        self.uri = source_uri(source)
         self.stats = stats
+        self.input_ids: set[str] = set()
         self._reset()
 
     def _reset(self) -> None:
@@ -236,11 +355,20 @@ class _BatchBuilder:
         return self.rows >= batch_size or self.chars >= batch_chars
 
     def add(self, offset: int, parsed: Parsed) -> None:
-        self.ids.append(document_id(self.source, offset))
+        doc_id, metadata = parsed.id, parsed.metadata
+        if doc_id is None:
+            doc_id = document_id(self.uri, offset)
+        elif doc_id in self.input_ids:  # made unique; the input's id is kept where it was
+            self.stats.duplicate_ids += 1
+            metadata = orjson.dumps({parsed.id_key: doc_id, **orjson.loads(metadata or "{}")}).decode()
+            doc_id = document_id(self.uri, offset)
+        else:
+            self.input_ids.add(doc_id)
+        self.ids.append(doc_id)
         self.texts.append(parsed.text)
         self.urls.append(parsed.url)
         self.offsets.append(offset)
-        self.metadata.append(parsed.metadata)
+        self.metadata.append(metadata)
         self.drop_reasons.append(parsed.drop_reason)
         chars = len(parsed.text)
         self.chars += chars
@@ -281,7 +409,7 @@ READER_EXTENSIONS: dict[str, tuple[str, ...]] = {
     "read_jsonl": tuple(ext + c for ext in (".jsonl", ".json", ".ndjson") for c in _COMPRESSED),
     "read_parquet": (".parquet",),
     "read_wet": (".wet", ".wet.gz"),  # before WARC, so .warc.wet.gz is read as WET
-    "read_warc": (".warc", ".warc.gz"),
+    "read_warc": (".warc", ".warc.gz", ".arc", ".arc.gz"),
 }
 
 

@@ -118,6 +118,12 @@ def describe(manifest: Manifest) -> str:
             line += f", {sum(dropped.values()):,} dropped ({reasons})"
         if c.get("quarantined"):
             line += f", {c['quarantined']:,} quarantined"
+        skipped = c.get("skipped", {})
+        if skipped:  # archive records that are no documents (requests, revisits, non-HTML...)
+            reasons = ", ".join(f"{n:,} {reason}" for reason, n in sorted(skipped.items(), key=lambda kv: -kv[1]))
+            line += f"; {sum(skipped.values()):,} records skipped ({reasons})"
+        if c.get("duplicate_ids"):
+            line += f"; {c['duplicate_ids']:,} repeated input ids replaced (the input's kept in metadata)"
         if c.get("tokens_out"):
             line += f"; {c['tokens_out']:,} tokens kept"
         lines.append(line + ".")

@@ -55,10 +55,10 @@ def test_jsonl_reads_every_line_with_offsets_ids_and_metadata(tmp_path: Path, re
     assert [r["url"] for r in rows] == [r["url"] for r in records]
     assert [r["offset"] for r in rows] == offsets  # line starts in the decompressed stream
     assert {r["source"] for r in rows} == {str(path)}
-    assert [r["id"] for r in rows] == [document_id(str(path), o) for o in offsets]
+    assert [r["id"] for r in rows] == [r["id"] for r in records]  # the corpus's own ids, as datatrove keeps them
     assert all(r["drop_reason"] is None for r in rows)
-    # every field other than text and url is kept, the corpus's own id included
-    assert json.loads(rows[3]["metadata"]) == {"id": "py-3", "domain": "docs.python.org", "lang": "en"}
+    # every field other than text, url and id is kept
+    assert json.loads(rows[3]["metadata"]) == {"domain": "docs.python.org", "lang": "en"}
     assert reader.stats.docs_in == reader.stats.docs_out == len(records)
     assert reader.stats.chars_out == sum(len(r["text"]) for r in records)
 
@@ -99,9 +99,9 @@ def test_parquet_rows_and_metadata(tmp_path: Path, records: list[dict]):
     assert documents.column("text").to_pylist() == [r["text"] for r in records]
     assert documents.column("url").to_pylist() == [r["url"] for r in records]
     assert documents.column("offset").to_pylist() == list(range(len(records)))
+    assert documents.column("id").to_pylist() == [r["id"] for r in records]
     meta = json.loads(documents.column("metadata")[5].as_py())
-    assert meta == {"id": "py-5", "domain": "docs.python.org", "lang": "en",
-                    "n_lines": records[5]["text"].count("\n")}
+    assert meta == {"domain": "docs.python.org", "lang": "en", "n_lines": records[5]["text"].count("\n")}
 
 
 def test_warc_extracts_html_like_datatrove(tmp_path: Path):
@@ -128,7 +128,7 @@ def test_warc_extracts_html_like_datatrove(tmp_path: Path):
     assert "Future statement definitions" in future and "<div" not in future and "Navigation" not in future
 
     assert quarantine.num_rows == 0
-    assert dict(reader.skipped) == {"warcinfo": 1, "request": len(pages), "not_html": 2}
+    assert dict(reader.stats.skipped) == {"warcinfo": 1, "request": len(pages), "not_html": 2}
     assert reader.stats.docs_in == reader.stats.docs_out == len(pages)
     with path.open("rb") as f:
         records = ArchiveIterator(f)
@@ -149,7 +149,7 @@ def test_wet_text_as_is(tmp_path: Path):
     documents, quarantine = read_all(reader, str(path))
     assert quarantine.num_rows == 0
     assert list(zip(documents.column("url").to_pylist(), documents.column("text").to_pylist(), strict=True)) == texts
-    assert dict(reader.skipped) == {"warcinfo": 1}
+    assert dict(reader.stats.skipped) == {"warcinfo": 1}
     meta = json.loads(documents.column("metadata")[0].as_py())
     assert meta["content_type"] == "text/plain" and meta["WARC-Identified-Content-Language"] == "eng"
 
@@ -170,16 +170,44 @@ def test_reader_for_by_extension_and_options():
         reader_for("notes.txt")
 
 
-def test_ids_are_stable_across_reads(tmp_path: Path, records: list[dict]):
+def test_generated_ids_are_stable_across_reads_and_paths(tmp_path: Path, records: list[dict],
+                                                         monkeypatch: pytest.MonkeyPatch):
+    """Without ids of their own, documents get 128-bit ids of the canonical source URI and offset: the same
+    by any path to the file (relative, file://, a symlink), other for another file."""
     first, second = tmp_path / "a.jsonl.gz", tmp_path / "b.jsonl.gz"
-    write_jsonl(first, records)
-    write_jsonl(second, records)
+    plain = [{k: v for k, v in r.items() if k != "id"} for r in records]
+    offsets = write_jsonl(first, plain)
+    write_jsonl(second, plain)
+    (tmp_path / "link.jsonl.gz").symlink_to(first)
+    monkeypatch.chdir(tmp_path)
     ids_1 = read_all(JsonlReader(), str(first))[0].column("id").to_pylist()
-    ids_2 = read_all(JsonlReader(batch_size=3), str(first))[0].column("id").to_pylist()
+    assert ids_1 == [document_id(first.as_uri(), o) for o in offsets] and all(len(i) == 32 for i in ids_1)
+    for other_path in ("a.jsonl.gz", f"file://{first}", "link.jsonl.gz"):
+        assert read_all(JsonlReader(batch_size=3), other_path)[0].column("id").to_pylist() == ids_1
     ids_other = read_all(JsonlReader(), str(second))[0].column("id").to_pylist()
-    assert ids_1 == ids_2
     assert len(set(ids_1)) == len(records)
     assert not set(ids_1) & set(ids_other)  # same content, other file: other documents
+
+
+def test_input_ids_kept_and_duplicates_made_unique(tmp_path: Path, records: list[dict]):
+    """id_key names the field; numbers are ids too; a repeated id is counted, replaced by the generated id,
+    and kept in metadata; a document without one gets the generated id."""
+    rows = [{"doc": 7, "text": records[0]["text"]}, {"doc": "b", "text": records[1]["text"]},
+            {"doc": 7, "text": records[2]["text"], "lang": "en"}, {"text": records[3]["text"]}]
+    path = tmp_path / "ids.jsonl"
+    offsets = write_jsonl(path, rows)
+    reader = JsonlReader(id_key="doc")
+    documents = read_all(reader, str(path))[0].to_pylist()
+    generated = [document_id(path.as_uri(), o) for o in offsets]
+    assert [d["id"] for d in documents] == ["7", "b", generated[2], generated[3]]
+    assert json.loads(documents[2]["metadata"]) == {"doc": "7", "lang": "en"}
+    assert reader.stats.duplicate_ids == 1 and reader.stats.docs_out == 4
+    table = pa.table({"text": [r["text"] for r in records[:3]], "id": [10, 11, 10]})
+    pq.write_table(table, tmp_path / "ids.parquet")
+    reader = ParquetReader()
+    documents = read_all(reader, str(tmp_path / "ids.parquet"))[0].to_pylist()
+    assert [d["id"] for d in documents[:2]] == ["10", "11"] and len(documents[2]["id"]) == 32
+    assert json.loads(documents[2]["metadata"]) == {"id": "10"} and reader.stats.duplicate_ids == 1
 
 
 def test_memory_url_reads_like_a_local_file(tmp_path: Path, records: list[dict]):
@@ -195,7 +223,8 @@ def test_memory_url_reads_like_a_local_file(tmp_path: Path, records: list[dict])
         memory.rm("/readers-test", recursive=True)
     assert remote.column("text").to_pylist() == [r["text"] for r in records]
     assert remote.column("source").unique().to_pylist() == [url]
-    assert remote.column("id").to_pylist() == [document_id(url, o) for o in offsets]
+    assert remote.column("id").to_pylist() == [r["id"] for r in records]
+    assert remote.column("offset").to_pylist() == offsets
 
 
 def test_expand_inputs_dirs_globs_dedup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
