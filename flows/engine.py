@@ -3,7 +3,15 @@
 The stage is a Ray Data pipeline over the list of pending units: `from_items` -> `map_batches` with a
 callable class, so a worker that loads a model (language ID, an embedder) loads it once per actor.
 Each unit writes its shards atomically and then its completion record (storage.shards), which is what
-makes a killed run resumable at unit granularity without duplicates.
+makes a killed run resumable at unit granularity without duplicates. A unit that fails for a reason of
+the environment (operators.reader.TransientInputError: the network, throttling, credentials, after the
+reader's retries) writes nothing and is not marked done; the others finish, then the stage raises
+UnitsFailed naming it, so a rerun retries exactly those units.
+
+Resume is one policy (storage.shards.keep_or_restart): a stage's fingerprint (inputs with sizes and
+checksums, config, code version of its operators) decides whether its completed units are kept; a rerun
+with another one stops with RunMismatch naming what differs, unless `restart`. Work that is not a unit
+of a stage (the dedup drivers' global steps) reaches Ray through `fan_out`; nothing else calls ray.init.
 """
 
 from __future__ import annotations
@@ -11,9 +19,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -21,8 +28,20 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from operators.base import StageStats
+from operators.reader import TransientInputError
 from storage.manifest import Manifest, now
-from storage.shards import ShardWriter, completed_units, discard_partial_unit, mark_unit_done, write_json_atomic
+from storage.shards import (
+    RunMismatch,
+    ShardWriter,
+    code_version,
+    completed_units,
+    discard_partial_unit,
+    keep_or_restart,
+    mark_unit_done,
+)
+
+__all__ = ["RunMismatch", "UnitsFailed", "code_version", "fan_out", "fingerprint", "init_ray", "record_stage",
+           "run_stage", "start_stage"]
 
 
 class UnitWorker(Protocol):
@@ -45,6 +64,18 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
 
 
+class UnitsFailed(RuntimeError):
+    """Units of a stage failed on transient errors; they are not marked done, so a rerun retries them."""
+
+    def __init__(self, stage: str, failed: dict[str, str], done: int, total: int) -> None:
+        lines = [f"stage {stage}: {len(failed)} of {total} units failed on transient errors (network, throttling "
+                 f"or credentials) and are not marked done ({done} done); fix the cause and rerun the same "
+                 "command to retry them:"]
+        lines += [f"  {error}" for error in failed.values()]
+        super().__init__("\n".join(lines))
+        self.failed = failed
+
+
 class _UnitRunner:
     """The callable class Ray Data runs: builds the worker once per actor, then runs units."""
 
@@ -61,7 +92,12 @@ class _UnitRunner:
             start = time.perf_counter()
             discard_partial_unit(self.out_dir, self.stage, rank)
             writer = ShardWriter(self.out_dir, self.stage, rank, keep_dropped_text=self.keep_dropped_text)
-            stats = self.worker(rank, str(path), writer)
+            try:
+                stats = self.worker(rank, str(path), writer)
+            except TransientInputError as error:  # the environment's fault: leave the unit pending
+                discard_partial_unit(self.out_dir, self.stage, rank)
+                records.append(json.dumps({"rank": rank, "input": str(path), "failed": str(error)}))
+                continue
             record = {
                 "rank": rank,
                 "input": str(path),
@@ -78,8 +114,12 @@ class _UnitRunner:
 
 def run_stage(stage: str, units: list[str], out_dir: str | Path, make_worker: Callable[[], UnitWorker], *,
               num_cpus: float = 1.0, num_gpus: float = 0.0, max_actors: int | None = None, min_actors: int = 1,
-              keep_dropped_text: bool = True, progress: bool = True) -> list[dict]:
+              keep_dropped_text: bool = True, progress: bool = True, parts: dict | None = None,
+              outputs: Sequence[Path] = (), restart: bool = False) -> list[dict]:
     """Run `make_worker()` over every unit not yet completed; return all units' completion records.
+
+    `parts`: the stage's fingerprint (see start_stage; its units are always part of it), checked before
+    anything runs; `outputs`: what the stage writes besides its shards, cleared with it on `restart`.
 
     `min_actors` > 1 starts that many actors at once (capped at the pool size) instead of letting the
     pool grow from one, which costs a model-loading stage one actor start-up of idle cores.
@@ -91,6 +131,8 @@ def run_stage(stage: str, units: list[str], out_dir: str | Path, make_worker: Ca
     context.enable_progress_bars = False
     context.print_on_execution_start = False
     out_dir = str(Path(out_dir).resolve())
+    if parts is not None:
+        start_stage(Path(out_dir), stage, {**parts, "units": [str(unit) for unit in units]}, list(outputs), restart)
     done = completed_units(out_dir, stage)
     pending = [{"rank": rank, "path": path} for rank, path in enumerate(units) if rank not in done]
     if pending:
@@ -105,11 +147,17 @@ def run_stage(stage: str, units: list[str], out_dir: str | Path, make_worker: Ca
             num_gpus=num_gpus,
         )
         bar = tqdm(total=len(units), initial=len(done), desc=stage, unit="unit", disable=not progress)
+        failed = {}
         for row in dataset.iter_rows():
             record = json.loads(row["record"])
+            if "failed" in record:
+                failed[record["input"]] = record["failed"]
+                continue
             done[record["rank"]] = record
             bar.update(1)
         bar.close()
+        if failed:
+            raise UnitsFailed(stage, failed, len(done), len(units))
     return [done[rank] for rank in sorted(done)]
 
 
@@ -118,16 +166,27 @@ def fingerprint(*parts: object) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def start_stage(out_dir: Path, stage: str, digest: str, outputs: list[Path]) -> None:
-    """Keep a stage's completed units only if they were made from the same inputs and settings;
-    otherwise clear its records and outputs (and everything they fed, listed in `outputs`)."""
-    marker = out_dir / "_progress" / stage / "fingerprint.json"
-    if marker.exists() and json.loads(marker.read_text()).get("fingerprint") == digest:
+def start_stage(out_dir: Path, stage: str, parts: dict | str, outputs: list[Path], restart: bool = False) -> None:
+    """The one resume policy, for stages that check before `run_stage` (or keep state of their own): keep
+    the stage's completed units if made with these parts (name -> inputs, config, code...; a bare digest is
+    one part), else RunMismatch naming what differs, or with `restart` clear its records and `outputs`."""
+    keep_or_restart(out_dir, stage, parts if isinstance(parts, dict) else {"settings": parts}, outputs, restart)
+
+
+def fan_out(fn: Callable[..., Any], calls: Sequence[tuple], num_cpus: float = 1.0) -> Iterator[tuple[int, Any]]:
+    """Run fn(*call) for every call as a Ray task (retried on worker failure); yield (call index, result) as
+    each finishes. The one helper for task fan-out: joins the session's Ray through init_ray."""
+    import ray
+
+    if not calls:
         return
-    shutil.rmtree(out_dir / "_progress" / stage, ignore_errors=True)
-    for path in outputs:
-        shutil.rmtree(path, ignore_errors=True)
-    write_json_atomic({"fingerprint": digest}, marker)
+    init_ray()
+    remote = ray.remote(num_cpus=num_cpus, max_retries=2)(fn)
+    refs = {remote.remote(*call): i for i, call in enumerate(calls)}
+    pending = list(refs)
+    while pending:
+        ready, pending = ray.wait(pending, num_returns=1)
+        yield refs[ready[0]], ray.get(ready[0])
 
 
 def record_stage(manifest: Manifest, stage: str, units: list[str], records: list[dict]) -> None:

@@ -2,7 +2,9 @@
 
 A user error (a missing input, an unknown format, a bad config, a refused query, a bad parameter) ends
 in one `error:` line naming the problem and the fix, with exit status 2; `mixforge --debug` shows the
-traceback instead. Anything else is a bug and keeps its traceback.
+traceback instead. A run that stopped on units failing for the environment's reasons (network,
+credentials: flows.engine.UnitsFailed) ends in its summary, naming the units, with exit status 1.
+Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typer.core import TyperGroup
 USER_ERRORS = (("operators.reader", "InputNotFound"), ("operators.reader", "UnknownFormat"),
                ("flows.config", "ConfigError"), ("flows.curate", "RunMismatch"),
                ("storage.catalog", "QueryRefused"))
+RUN_FAILURES = (("flows.engine", "UnitsFailed"),)
 DEBUG = False  # `mixforge --debug`: tracebacks for user errors too
 
 RayAddress = Annotated[str | None, typer.Option(
@@ -44,8 +47,8 @@ def global_options(
         os.environ["MIXFORGE_VERBOSE"] = "1"  # read where Ray and the models start (flows.engine), workers too
 
 
-def is_user_error(error: BaseException) -> bool:
-    return any(isinstance(error, cls) for module, name in USER_ERRORS
+def is_one_of(error: BaseException, kinds: tuple[tuple[str, str], ...]) -> bool:
+    return any(isinstance(error, cls) for module, name in kinds
                if (cls := getattr(sys.modules.get(module), name, None)) is not None)
 
 
@@ -63,18 +66,22 @@ class CommandGroup(TyperGroup):
         except (typer.Exit, typer.Abort, typer.TyperException):
             raise
         except Exception as error:
-            if DEBUG or not is_user_error(error):
+            if DEBUG:
                 raise
-            fail(error)
+            if is_one_of(error, USER_ERRORS):
+                fail(error)
+            if is_one_of(error, RUN_FAILURES):
+                fail(error, status=1)
+            raise
 
 
-def fail(error: Exception | str) -> NoReturn:
+def fail(error: Exception | str, status: int = 2) -> NoReturn:
     """One `error:` line per line of the message on stderr, exit status 2: the user's input was wrong."""
     if DEBUG and sys.exc_info()[0] is not None:
         traceback.print_exc()
     for line in str(error).splitlines() or [""]:
         typer.echo(f"error: {line}", err=True)
-    raise typer.Exit(2)
+    raise typer.Exit(status)
 
 
 def yaml_mapping(config: Path, expected: str = "a YAML mapping") -> dict:

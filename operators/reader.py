@@ -251,9 +251,12 @@ def is_transient(error: BaseException) -> bool:
             return True
         if any(cls.__name__ in _TRANSIENT_NAMES for cls in type(error).__mro__):
             return True
-        code = (getattr(error, "response", None) or {}).get("Error", {}).get("Code") \
-            if isinstance(getattr(error, "response", None), dict) else None
-        if code in _TRANSIENT_CODES or getattr(error, "status", None) in _TRANSIENT_STATUSES:
+        response = getattr(error, "response", None)  # botocore's ClientError
+        if isinstance(response, dict) and (response.get("Error", {}).get("Code") in _TRANSIENT_CODES or
+                                           response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+                                           in _TRANSIENT_STATUSES):
+            return True
+        if getattr(error, "status", None) in _TRANSIENT_STATUSES:  # aiohttp's, for http(s):// inputs
             return True
         error, seen = error.__cause__ or error.__context__, seen + 1
     return False
@@ -285,7 +288,8 @@ def _decompressed(stream: BinaryIO, path: str) -> BinaryIO:
 
         reader = zstandard.ZstdDecompressor().stream_reader(stream, read_across_frames=True)
         return io.BufferedReader(reader, buffer_size=2**20)
-    return stream
+    # fsspec's remote files (s3fs, gcsfs...) take no limit in readline(): give them an io one that does
+    return io.BufferedReader(stream, buffer_size=2**20)
 
 
 def decode_text(data: bytes) -> str:

@@ -38,12 +38,14 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="session")
 def s3_server():
-    """moto's S3-compatible server on loopback (a real HTTP server speaking the S3 protocol)."""
+    """moto's S3-compatible server on loopback (a real HTTP server speaking the S3 protocol), at
+    AWS_ENDPOINT_URL; tests that inject faults wrap its WSGI app (`server._server.app`)."""
     from moto.server import ThreadedMotoServer
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=int(os.environ["MIXFORGE_TEST_S3_PORT"]))
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=int(os.environ["MIXFORGE_TEST_S3_PORT"]),
+                                verbose=False)
     server.start()
-    yield os.environ["AWS_ENDPOINT_URL"]
+    yield server
     server.stop()
 
 
