@@ -29,11 +29,11 @@ sys.path[:] = [str(REPO), str(REPO / "tests")] + [p for p in sys.path
 
 from scoring_inputs import sample_docs  # noqa: E402
 
-from operators.score_fasttext import ScoreFastText  # noqa: E402
-from operators.score_students import ScoreStudents  # noqa: E402
+from scoring.apply_fasttext import ScoreFastText  # noqa: E402
+from scoring.apply_students import ScoreStudents  # noqa: E402
+from scoring.byte_ngram import ByteNgramLM  # noqa: E402
 from scoring.dataman_teacher import OfflineTeacher  # noqa: E402
 from scoring.fasttext_classifier import FastTextClassifier, one_line  # noqa: E402
-from scoring.losses import ByteNgramLM  # noqa: E402
 from scoring.students import StudentRater  # noqa: E402
 
 SAMPLE = REPO / "data" / "sample"

@@ -29,8 +29,8 @@ from flows.curate import ChainWorker
 from flows.engine import fingerprint, init_ray, record_stage, run_stage, start_stage
 from operators.base import Operator
 from operators.keep_selected import KeepSelected
-from operators.score_fasttext import ScoreFastText
-from operators.score_students import ScoreStudents
+from scoring.apply_fasttext import ScoreFastText
+from scoring.apply_students import ScoreStudents
 from scoring.dataman import CRITERIA, column_name
 from scoring.selection import Mode, domain_budgets, top_fraction
 from storage.manifest import Manifest, describe, load_manifest, package_versions, save_manifest

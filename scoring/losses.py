@@ -1,150 +1,132 @@
-"""The loss interface PreSelect needs: each document's normalised loss, in bits per byte, under a model.
+"""The loss interface PreSelect needs: each document's summed loss and its size in bytes, under a model.
 
-Any model that can say how many bits it needs per UTF-8 byte of a document fits (`LanguageModel`): our
-proxy LMs, a family trained for the purpose, a hosted LM. Bits per byte rather than per token makes
-models with different tokenizers comparable; PreSelect normalises by characters, and for a fixed
-document either normaliser only rescales all models' losses by the same factor, so which model is
-better on the document, all PreSelect uses, is unchanged.
+A `LossModel` answers `losses(texts) -> DocumentLosses` for a batch: per document the summed next-token loss
+in nats, the tokens it covers and the document's UTF-8 bytes. Bits per byte (loss / ln 2 / bytes) makes
+models with different tokenizers comparable. PreSelect (hkust-nlp/PreSelect, `bpc/main.py`, after
+hkust-nlp/llm-compression-intelligence `code/evaluation`) sums the loss over the whole text in windows of
+1,900 tokens moved by a stride of 512, each window scoring only the tokens no earlier window scored, and
+divides by characters; we divide by UTF-8 bytes. For one document either normaliser rescales every model
+alike, so which model is better on it, all PreSelect uses, is the same. Deviation: the reference scores a
+corpus as one token stream; we score each document on its own, with the tokenizer's BOS (or the proxy's
+end-of-text) put before it, so its first token is scored too and no document sees another's context.
 
-`ByteNgramLM` is a family one can train in seconds on a CPU: an interpolated byte n-gram model with
-Witten-Bell smoothing (a proper distribution over the 256 byte values at every position), counted and
-scored with numpy over whole batches. Models of different orders or trained on different data have
-different skills on different kinds of text, which is what a PreSelect family needs.
+Implementations: `scoring.byte_ngram.ByteNgramLM`, `scoring.hf_lm.HFCausalLM` (any Hugging Face causal LM
+directory or hub name), `scoring.proxy_lm.ProxyLM` (a mixture experiment's proxy checkpoint).
+`windowed_losses` is the one window scheme the two torch models share.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Sequence
-from pathlib import Path
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
-import pandas as pd
 
-# Context bytes are digits 1..256 (0 is "before the document") of a base-258 number, so a context of up
-# to 6 bytes followed by the predicted byte fits in 64 bits without collisions: the counts are exact.
-BASE = np.uint64(258)
-MAX_ORDER = 7
+# PreSelect's bpc/main.py: --block_size 1900 --stride 512
+WINDOW = 1900
+STRIDE = 512
 
 
-class LanguageModel(Protocol):
-    """A model that scores documents: one bits-per-byte value per text (NaN for an empty text)."""
+@dataclass
+class DocumentLosses:
+    """Per document: summed next-token loss (nats), tokens scored, UTF-8 bytes."""
 
-    name: str
+    loss: np.ndarray
+    n_tokens: np.ndarray
+    n_bytes: np.ndarray
 
-    def bits_per_byte(self, texts: Sequence[str]) -> np.ndarray: ...
-
-
-def loss_matrix(models: Sequence[LanguageModel], texts: Sequence[str]) -> np.ndarray:
-    """(n_models, n_texts) bits per byte: row m is model m's normalised loss on every text."""
-    return np.vstack([np.asarray(model.bits_per_byte(texts), dtype=np.float64) for model in models])
-
-
-def _encode(texts: Sequence[str], max_bytes: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """Concatenated UTF-8 bytes of the texts (each cut to max_bytes) and each text's start offset."""
-    chunks = [(text or "").encode("utf-8")[:max_bytes] if max_bytes else (text or "").encode("utf-8")
-              for text in texts]
-    lengths = np.fromiter((len(c) for c in chunks), dtype=np.int64, count=len(chunks))
-    starts = np.zeros(len(chunks) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=starts[1:])
-    return np.frombuffer(b"".join(chunks), dtype=np.uint8), starts
-
-
-def _context_keys(data: np.ndarray, starts: np.ndarray, order: int) -> list[np.ndarray]:
-    """Per position, the exact key of its preceding k bytes for k = 0..order-1 (before a text's start: 0)."""
-    position = np.arange(len(data), dtype=np.int64) - np.repeat(starts[:-1], np.diff(starts))
-    digits = data.astype(np.uint64) + np.uint64(1)
-    keys = [np.zeros(len(data), dtype=np.uint64)]
-    for k in range(1, order):
-        previous = np.zeros(len(data), dtype=np.uint64)
-        previous[k:] = digits[:-k]
-        previous[position < k] = 0
-        keys.append(keys[-1] * BASE + previous)
-    return keys
-
-
-def _lookup(index: pd.Index, values: np.ndarray, queries: np.ndarray) -> np.ndarray:
-    """values[i] where index[i] == query, else 0 (a hash lookup: several times faster than searchsorted)."""
-    position = index.get_indexer(queries)
-    return np.where(position >= 0, values[position], 0)
-
-
-class ByteNgramLM:
-    """Interpolated Witten-Bell byte n-gram LM: fit(texts) / bits_per_byte(texts) / save / load.
-
-    P_k(b | c) = (count(c, b) + T(c) * P_{k-1}(b | c')) / (count(c) + T(c)), where c' drops the oldest
-    byte of c and T(c) counts the distinct bytes seen after c; the order -1 model is uniform over 256.
-    `max_bytes` cuts long documents (training and scoring) to their first bytes.
-    """
-
-    def __init__(self, order: int = 4, max_bytes: int | None = 8192, name: str | None = None) -> None:
-        if not 1 <= order <= MAX_ORDER:
-            raise ValueError(f"order must be 1..{MAX_ORDER}, got {order}")
-        self.order = order
-        self.max_bytes = max_bytes
-        self.name = name or f"byte-{order}gram"
-
-    def fit(self, texts: Sequence[str]) -> ByteNgramLM:
-        data, starts = _encode(texts, self.max_bytes)
-        symbols = data.astype(np.uint64) + np.uint64(1)
-        self.tables_: list[tuple[np.ndarray, ...]] = []
-        for context in _context_keys(data, starts, self.order):
-            pairs, pair_counts = np.unique(context * BASE + symbols, return_counts=True)
-            contexts, context_counts = np.unique(context, return_counts=True)
-            # distinct followers of each context: the unique pairs grouped by their context
-            followed, followers = np.unique(pairs // BASE, return_counts=True)
-            self.tables_.append((pairs, pair_counts.astype(np.int64), contexts, context_counts.astype(np.int64),
-                                 _lookup(pd.Index(followed), followers.astype(np.int64), contexts)))
-        self.n_bytes_ = int(len(data))
-        self._index()
-        return self
-
-    def _index(self) -> None:
-        """Hash indexes over the pair and context keys of every order, for scoring."""
-        self.indexes_ = [(pd.Index(pairs), pd.Index(contexts)) for pairs, _, contexts, _, _ in self.tables_]
-
-    def byte_bits(self, data: np.ndarray, starts: np.ndarray) -> np.ndarray:
-        """Bits for each byte of `data` (uint8) given the bytes before it in its text (texts begin at `starts`)."""
-        symbols = data.astype(np.uint64) + np.uint64(1)
-        probability = np.full(len(data), 1.0 / 256.0)
-        for (_, pair_counts, _, context_counts, followers), (pairs, contexts), context in zip(
-                self.tables_, self.indexes_, _context_keys(data, starts, self.order), strict=True):
-            position = contexts.get_indexer(context)
-            seen = np.where(position >= 0, context_counts[position], 0)
-            distinct = np.where(position >= 0, followers[position], 0)
-            count = _lookup(pairs, pair_counts, context * BASE + symbols)
-            denominator = np.maximum(seen + distinct, 1)
-            probability = np.where(seen > 0, (count + distinct * probability) / denominator, probability)
-        return -np.log2(probability)
-
-    def bits_per_byte(self, texts: Sequence[str]) -> np.ndarray:
-        data, starts = _encode(texts, self.max_bytes)
-        bits = self.byte_bits(data, starts)
-        lengths = np.diff(starts)
-        totals = np.zeros(len(texts))
-        nonempty = lengths > 0
-        if nonempty.any():
-            totals[nonempty] = np.add.reduceat(bits, starts[:-1][nonempty])
+    def bits_per_byte(self) -> np.ndarray:
+        """Summed loss in bits over the document's bytes; NaN where nothing was scored (an empty text)."""
         with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(nonempty, totals / np.maximum(lengths, 1), np.nan)
-
-    def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        arrays = {f"{k}_{i}": array for k, table in enumerate(self.tables_) for i, array in enumerate(table)}
-        tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-        with open(tmp, "wb") as handle:
-            np.savez(handle, order=self.order, max_bytes=self.max_bytes or 0, name=self.name,
-                     n_bytes=self.n_bytes_, **arrays)
-        os.replace(tmp, path)
-        return path
+            return np.where((self.n_bytes > 0) & (self.n_tokens > 0),
+                            self.loss / math.log(2) / np.maximum(self.n_bytes, 1), np.nan)
 
     @classmethod
-    def load(cls, path: str | Path) -> ByteNgramLM:
-        with np.load(path) as saved:
-            model = cls(order=int(saved["order"]), max_bytes=int(saved["max_bytes"]) or None, name=str(saved["name"]))
-            model.tables_ = [tuple(saved[f"{k}_{i}"] for i in range(5)) for k in range(model.order)]
-            model.n_bytes_ = int(saved["n_bytes"])
-        model._index()
-        return model
+    def concat(cls, parts: Sequence[DocumentLosses]) -> DocumentLosses:
+        return cls(*(np.concatenate([getattr(p, name) for p in parts]) if parts else np.zeros(0)
+                     for name in ("loss", "n_tokens", "n_bytes")))
+
+
+class LossModel(Protocol):
+    """A model that scores documents in batches. `key` names the model and every setting its losses depend on
+    (the loss cache is keyed by it)."""
+
+    name: str
+    key: str
+
+    def losses(self, texts: Sequence[str]) -> DocumentLosses: ...
+
+
+def utf8_bytes(texts: Sequence[str]) -> np.ndarray:
+    return np.fromiter((len((t or "").encode("utf-8")) for t in texts), dtype=np.int64, count=len(texts))
+
+
+def plan_windows(n_tokens: int, window: int = WINDOW, stride: int = STRIDE) -> list[tuple[int, int, int]]:
+    """(begin, end, first) of each window over a sequence of n tokens: the window holds tokens [begin, end)
+    (at most window + 1, the inputs and their next tokens) and scores the targets at positions [first, end),
+    those no earlier window scored. Every position 1..n-1 is scored exactly once."""
+    if not 0 < stride <= window:
+        raise ValueError(f"stride must be within 1..window ({window}), got {stride}")
+    spans: list[tuple[int, int, int]] = []
+    begin = scored_to = 0
+    while n_tokens >= 2:
+        end = min(begin + window + 1, n_tokens)
+        spans.append((begin, end, max(scored_to, begin + 1)))
+        if end >= n_tokens:
+            break
+        scored_to, begin = end, begin + stride
+    return spans
+
+
+def windowed_losses(forward: Callable, sequences: Sequence[np.ndarray], window: int, stride: int,
+                    batch_tokens: int, device: str, pad_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(summed loss in nats, tokens scored) per sequence, under `forward(ids) -> logits` (batch, time, vocab).
+
+    All windows of all sequences are batched together, longest first, at most `batch_tokens` (padded) per
+    forward pass. Padding sits at the right end, where a causal model's earlier positions never see it.
+    """
+    import torch
+    from torch.nn import functional as F
+
+    spans = [(doc, begin, end, first) for doc, ids in enumerate(sequences)
+             for begin, end, first in plan_windows(len(ids), window, stride)]
+    spans.sort(key=lambda s: s[2] - s[1], reverse=True)
+    totals = np.zeros(len(sequences), dtype=np.float64)
+    counts = np.zeros(len(sequences), dtype=np.int64)
+    start = 0
+    while start < len(spans):
+        width = spans[start][2] - spans[start][1] - 1  # inputs of the longest window in this batch
+        size = max(1, batch_tokens // max(width, 1))
+        batch = spans[start:start + size]
+        start += size
+        inputs = np.full((len(batch), width), pad_id, dtype=np.int64)
+        targets = np.full((len(batch), width), -100, dtype=np.int64)
+        for row, (doc, begin, end, first) in enumerate(batch):
+            ids = sequences[doc]
+            inputs[row, :end - begin - 1] = ids[begin:end - 1]
+            targets[row, first - begin - 1:end - begin - 1] = ids[first:end]
+        with torch.inference_mode():
+            logits = forward(torch.from_numpy(inputs).to(device))
+            target = torch.from_numpy(targets).to(device)
+            loss = F.cross_entropy(logits.float().flatten(0, 1), target.flatten(), ignore_index=-100,
+                                   reduction="none").view(len(batch), width).sum(dim=1)
+        docs = np.fromiter((s[0] for s in batch), dtype=np.int64, count=len(batch))
+        np.add.at(totals, docs, loss.double().cpu().numpy())
+        np.add.at(counts, docs, (targets != -100).sum(axis=1))
+    return totals, counts
+
+
+def resolve_device(device: str) -> str:
+    """`auto` is cuda when torch sees a GPU, else cpu."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def loss_matrix(models: Sequence[LossModel], texts: Sequence[str]) -> np.ndarray:
+    """(n_models, n_texts) bits per byte: row m is model m's normalised loss on every text."""
+    return np.vstack([model.losses(texts).bits_per_byte() for model in models])

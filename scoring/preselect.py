@@ -4,9 +4,10 @@ For a family of models with known benchmark scores, a document's predictive stre
 models' losses on it rank like their scores. The paper (hkust-nlp/PreSelect, `train_fasttext.py`)
 counts concordant pairs: over all n(n-1)/2 model pairs, a pair counts when the model with the higher
 benchmark score has the strictly lower loss on the document; pairs tied on score or on loss count for
-nothing, so 6 models give 0..15. Its losses are each model's total loss on the document; the paper
-normalises by characters; we use bits per byte (scoring.losses). For one document every normaliser
-rescales all models alike, so the count is the same under any of them. The Spearman variant is the
+nothing, so 6 models give 0..15. Its losses are each model's total loss on the whole document (windows of
+1,900 tokens, stride 512) over its characters; we use bits per byte (scoring.losses; the family comes from
+scoring.family, the losses from scoring.loss_runner). For one document every normaliser rescales all
+models alike, so the count is the same under any of them. The Spearman variant is the
 rank correlation between the models' scores and their negated losses (-1..1).
 
 Positives are the documents with the highest strength (the paper: all documents at the maximum, every
@@ -18,35 +19,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
 from scipy.stats import rankdata
 
 from scoring.fasttext_classifier import PRESELECT, FastTextClassifier
-from scoring.losses import ByteNgramLM, LanguageModel
 
 Strength = Literal["concordant", "spearman"]
-
-
-def read_family(path: str | Path) -> tuple[list[LanguageModel], list[float]]:
-    """A model family from YAML: `models:` entries with `path` (a ByteNgramLM .npz, relative paths from the
-    file's folder) and `score` (the model's benchmark score, higher is better)."""
-    import yaml
-
-    path = Path(path)
-    entries = (yaml.safe_load(path.read_text()) or {}).get("models") or []
-    if len(entries) < 2:
-        raise ValueError(f"{path}: a family needs at least two `models:` entries with path and score")
-    models, scores = [], []
-    for entry in entries:
-        model_path = path.parent / entry["path"]
-        if model_path.suffix != ".npz":
-            raise ValueError(f"{model_path}: only ByteNgramLM .npz models can be read from a family file")
-        models.append(ByteNgramLM.load(model_path))
-        scores.append(float(entry["score"]))
-    return models, scores
 
 
 def concordant_pairs(losses: np.ndarray, scores: Sequence[float]) -> np.ndarray:
@@ -158,3 +138,23 @@ class PreSelect:
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         return self.classifier_.predict_proba(texts)
+
+    def strength_table(self, ids: Sequence[str]):
+        """What the fit learnt from, per document: id, strength, label (positive, negative or null)."""
+        import pandas as pd
+
+        label = np.full(len(ids), None, dtype=object)
+        label[self.fit_.positives], label[self.fit_.negatives] = "positive", "negative"
+        return pd.DataFrame({"id": list(ids), "strength": self.fit_.strength, "label": label})
+
+
+def fit_family(members: Sequence, ids: Sequence[str], texts: Sequence[str], cache=None, use_ray: bool | None = None,
+               device: str = "auto", **preselect) -> tuple[PreSelect, np.ndarray, dict[str, int]]:
+    """PreSelect trained from a family (scoring.family members): the fitted scorer, the (n_models, n_docs) bits
+    per byte, and how many documents each model scored now rather than from the cache."""
+    from scoring.loss_runner import family_losses
+
+    models = [member.load(device) for member in members]
+    losses, scored = family_losses(models, ids, texts, cache=cache, use_ray=use_ray)
+    fitted = PreSelect(**preselect).fit(list(texts), losses, [member.score for member in members])
+    return fitted, losses, scored

@@ -56,3 +56,59 @@ def write_run(docs: pd.DataFrame, out: Path, stage: str = "tokenize", n_shards: 
         write_table_atomic(table, path)
         paths.append(str(path))
     return paths
+
+
+def train_tokenizer(texts: list[str], folder: Path, vocab_size: int = 512):
+    """A byte-level BPE tokenizer trained here on `texts`, saved as a Hugging Face tokenizer in `folder`."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tokenizer.train_from_iterator(texts, trainer)
+    wrapped = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<|endoftext|>",
+                                      eos_token="<|endoftext|>", pad_token="<|endoftext|>")
+    wrapped.save_pretrained(folder)
+    return wrapped
+
+
+def train_causal_lm(texts: list[str], tokenizer, folder: Path, arch: str = "gpt2", width: int = 32, layers: int = 2,
+                    steps: int = 200, seq_len: int = 64, batch_size: int = 8, context: int = 2048, seed: int = 0):
+    """A small causal LM built from a config (GPT-2 or Llama), trained `steps` steps on `texts`, saved in `folder`:
+    a real transformers model that stands in for a downloaded family member."""
+    import numpy as np
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    vocab = len(tokenizer)
+    if arch == "gpt2":
+        model = GPT2LMHeadModel(GPT2Config(vocab_size=vocab, n_embd=width, n_layer=layers, n_head=2,
+                                           n_positions=context, bos_token_id=tokenizer.bos_token_id,
+                                           eos_token_id=tokenizer.eos_token_id))
+    else:
+        model = LlamaForCausalLM(LlamaConfig(vocab_size=vocab, hidden_size=width, intermediate_size=2 * width,
+                                             num_hidden_layers=layers, num_attention_heads=2, num_key_value_heads=2,
+                                             max_position_embeddings=context, bos_token_id=tokenizer.bos_token_id,
+                                             eos_token_id=tokenizer.eos_token_id))
+    ids = [tokenizer.bos_token_id]
+    for text in texts:
+        ids += tokenizer(text)["input_ids"] + [tokenizer.eos_token_id]
+    stream = torch.tensor(ids)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    rng = np.random.default_rng(seed)
+    model.train()
+    for _ in range(steps):
+        starts = rng.integers(0, len(stream) - seq_len - 1, size=batch_size)
+        batch = torch.stack([stream[s:s + seq_len] for s in starts])
+        loss = model(input_ids=batch, labels=batch).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

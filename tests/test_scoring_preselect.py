@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from scoring_inputs import sample_docs
 
+from scoring.byte_ngram import ByteNgramLM
 from scoring.fasttext_classifier import PRESELECT
-from scoring.losses import ByteNgramLM, loss_matrix
+from scoring.losses import loss_matrix
 from scoring.preselect import (
     PreSelect,
     concordant_pairs,

@@ -58,10 +58,15 @@ def run(
 
 @score_app.command("train-classifier")
 def train_classifier(
-    positives: list[str] = typer.Option(..., "--positives", "-p", help=f"Positive texts: {SOURCE_HELP}."),
-    negatives: list[str] = typer.Option(..., "--negatives", "-n", help=f"Negative texts: {SOURCE_HELP}."),
+    positives: list[str] = typer.Option(None, "--positives", "-p", help=f"Positive texts: {SOURCE_HELP}."),
+    negatives: list[str] = typer.Option(None, "--negatives", "-n", help=f"Negative texts: {SOURCE_HELP}."),
     out: Path = typer.Option(..., "--out", "-o", help="Where to write the classifier (.bin)."),
     run: Path = typer.Option(None, "--run", help="Run directory the SQL sources query."),
+    seeds_from: Path = typer.Option(None, "--seeds-from", help="A `mixforge verify` output folder: positives from "
+                                                               "the best-verified candidates, negatives from the "
+                                                               "worst (instead of --positives/--negatives)."),
+    best: int = typer.Option(1, min=1, help="--seeds-from: positives from this many top candidates."),
+    worst: int = typer.Option(1, min=1, help="--seeds-from: negatives from this many bottom candidates."),
     max_docs: int = typer.Option(None, help="At most this many texts per side."),
     epoch: int = typer.Option(5, help="DCLM: 5."),
     lr: float = typer.Option(0.1, help="DCLM: 0.1."),
@@ -70,11 +75,28 @@ def train_classifier(
     max_chars: int = typer.Option(20_000, help="Text cut before training and scoring."),
 ) -> None:
     """Train a DCLM-style fastText quality classifier; score with it via a `score:` config (column of your choice)."""
-    from scoring.fasttext_classifier import FastTextClassifier
+    from scoring.fasttext_classifier import FastTextClassifier, load_texts, save_metadata
 
-    pos, neg = _texts(positives, run, max_docs), _texts(negatives, run, max_docs)
+    if seeds_from is not None:
+        from mixtures.verify import seed_sets
+
+        if positives or negatives:
+            fail("give --seeds-from or --positives/--negatives, not both")
+        try:
+            seeds = seed_sets(seeds_from, best=best, worst=worst)
+        except (ValueError, FileNotFoundError) as error:
+            fail(error)
+        pos, neg = ([t for run_dir, sql in seeds[side] for t in load_texts(sql, run_dir, max_docs)][:max_docs]
+                    for side in ("positives", "negatives"))
+        record = {"seeds": seeds["record"]}
+    elif positives and negatives:
+        pos, neg = _texts(positives, run, max_docs), _texts(negatives, run, max_docs)
+        record = {"positives": positives, "negatives": negatives}
+    else:
+        fail("give --positives and --negatives, or --seeds-from a verification")
     classifier = FastTextClassifier(lr=lr, dim=dim, epoch=epoch, word_ngrams=word_ngrams, max_chars=max_chars)
     classifier.fit(pos + neg, [True] * len(pos) + [False] * len(neg)).save(out)
+    save_metadata(out, {**record, "n_positive": len(pos), "n_negative": len(neg)})
     typer.echo(f"trained on {len(pos):,} positive and {len(neg):,} negative texts: {out}")
 
 
@@ -84,11 +106,11 @@ def ngram_lm(
     out: Path = typer.Option(..., "--out", "-o", help="Where to write the model (.npz)."),
     run: Path = typer.Option(None, "--run", help="Run directory the SQL sources query."),
     order: int = typer.Option(4, help="n-gram order in bytes (1-7)."),
-    max_bytes: int = typer.Option(8192, help="Bytes read per document."),
+    max_bytes: int = typer.Option(None, help="Bytes read per document (default: all of it)."),
     max_docs: int = typer.Option(None, help="At most this many texts."),
 ) -> None:
     """Train a byte n-gram LM, one member of a PreSelect model family (list it in a family YAML with its score)."""
-    from scoring.losses import ByteNgramLM
+    from scoring.byte_ngram import ByteNgramLM
 
     texts = _texts(sources, run, max_docs)
     model = ByteNgramLM(order=order, max_bytes=max_bytes, name=out.stem).fit(texts)
@@ -96,13 +118,49 @@ def ngram_lm(
     typer.echo(f"{model.name}: order {order}, {model.n_bytes_:,} training bytes: {out}")
 
 
+FAMILY_HELP = ("A family YAML (`models:` entries with path - byte n-gram .npz, proxy checkpoint or Hugging Face "
+               "directory - and score), or a mixture experiment's directory (its proxies, scored by their "
+               "measured target metric).")
+
+
+def _fit_preselect(family: Path, metric: str | None, ids: list[str], documents: list[str], cache: Path,
+                   strength: str, positive_fraction: float | None, epoch: int, lr: float):
+    from scoring.family import load_family
+    from scoring.preselect import fit_family
+
+    try:
+        members = load_family(family, metric)
+        fitted, _, scored = fit_family(members, ids, documents, cache=cache, strength=strength,
+                                            positive_fraction=positive_fraction, epoch=epoch, lr=lr)
+    except ValueError as error:
+        fail(error)
+    fit = fitted.fit_
+    typer.echo(f"family of {len(members)}: " + ", ".join(f"{m.name or Path(m.path).name} ({m.score:g})"
+                                                        for m in members))
+    typer.echo(f"losses: {sum(scored.values()):,} computed, {len(members) * len(ids) - sum(scored.values()):,} "
+               f"from the cache ({cache})")
+    typer.echo(f"{len(documents):,} documents, strength max {fit.max_strength:g}: {len(fit.positives):,} positives, "
+               f"{len(fit.negatives):,} negatives")
+    return fitted
+
+
+def _text_ids(texts: list[str]) -> list[str]:
+    """Content hashes: documents read from files have no ids, and the loss cache needs stable ones."""
+    import hashlib
+
+    return [hashlib.sha1(t.encode("utf-8", "surrogatepass")).hexdigest() for t in texts]
+
+
 @score_app.command("train-preselect")
 def train_preselect(
-    family: Path = typer.Option(..., "--family", help="YAML `models:` list of {path: model.npz, score: benchmark}."),
+    family: Path = typer.Option(..., "--family", help=FAMILY_HELP),
     texts: list[str] = typer.Option(..., "--texts", "-t", help=f"Documents to compute strength on: {SOURCE_HELP}."),
     out: Path = typer.Option(..., "--out", "-o", help="Where to write the PreSelect classifier (.bin)."),
     run: Path = typer.Option(None, "--run", help="Run directory the SQL sources query."),
     max_docs: int = typer.Option(None, help="At most this many documents."),
+    metric: str = typer.Option(None, help="Experiment family: the metrics.csv column to score proxies by "
+                                          "(default: mean *_val_bpb, lower is better)."),
+    cache: Path = typer.Option(None, help="Loss cache folder (default: next to --out, `<out>.losses`)."),
     strength: str = typer.Option("concordant", help="concordant (the paper's pair count) or spearman."),
     positive_fraction: float = typer.Option(None, help="Positives: this top fraction (default: the paper's, "
                                                        "documents with every pair concordant)."),
@@ -110,20 +168,60 @@ def train_preselect(
     lr: float = typer.Option(0.1, help="PreSelect: 0.1."),
 ) -> None:
     """Train PreSelect's fastText scorer from a model family's losses on documents and the models' scores."""
-    from scoring.losses import loss_matrix
-    from scoring.preselect import PreSelect, read_family
+    documents = [t for t in _texts(texts, run, max_docs) if t]
+    fitted = _fit_preselect(family, metric, _text_ids(documents), documents,
+                            cache or out.with_name(out.name + ".losses"), strength, positive_fraction, epoch, lr)
+    fitted.classifier_.save(out)
+    typer.echo(f"classifier: {out}")
 
-    models, scores = read_family(family)
-    documents = _texts(texts, run, max_docs)
-    preselect = PreSelect(strength=strength, positive_fraction=positive_fraction, epoch=epoch, lr=lr)
+
+@score_app.command("preselect")
+def preselect(
+    run: Path = typer.Argument(..., help="The run directory whose documents PreSelect scores and selects from."),
+    family: Path = typer.Option(..., "--family", help=FAMILY_HELP),
+    sql: str = typer.Option(None, help="Documents to compute strength on: read-only SQL returning id and text "
+                                       "(default: every document of the stage scored)."),
+    stage: str = typer.Option(None, help="Document stage to score and select from (default: the run's final one "
+                                         "before score/select)."),
+    metric: str = typer.Option(None, help="Experiment family: the metrics.csv column to score proxies by "
+                                          "(default: mean *_val_bpb, lower is better)."),
+    fraction: float = typer.Option(0.1, help="Share of the corpus to keep (PreSelect: 10%)."),
+    by: str = typer.Option("chars", help="What the fraction counts: chars (the paper) or tokens."),
+    strength: str = typer.Option("concordant", help="concordant (the paper's pair count) or spearman."),
+    positive_fraction: float = typer.Option(None, help="Positives: this top fraction (default: the paper's, "
+                                                       "documents with every pair concordant)."),
+    epoch: int = typer.Option(3, help="PreSelect: 3."),
+    lr: float = typer.Option(0.1, help="PreSelect: 0.1."),
+    ray_address: RayAddress = None,
+    progress: Progress = True,
+) -> None:
+    """PreSelect end to end: the family's losses (cached in <run>/scorers/losses), predictive strength (with the
+    positive and negative labels: <run>/scorers/preselect_strength.parquet), the fastText scorer
+    (<run>/scorers/preselect.bin), the `preselect` column (stage score) and the top fraction (stage select)."""
+    from flows.score import FastTextScorer, ScoreConfig, SelectConfig, open_run, query_documents, score
+    from flows.score import select as select_flow
+
+    if by not in ("chars", "tokens"):
+        fail(f"--by must be chars or tokens, not {by}")
     try:
-        preselect.fit(documents, loss_matrix(models, documents), scores)
-    except ValueError as error:
-        fail(str(error))
-    preselect.classifier_.save(out)
-    fit = preselect.fit_
-    typer.echo(f"{len(documents):,} documents, strength max {fit.max_strength:g}: {len(fit.positives):,} positives, "
-               f"{len(fit.negatives):,} negatives; classifier: {out}")
+        manifest = open_run(run)
+    except FileNotFoundError as error:
+        fail(error)
+    final = manifest.final_stage if manifest.final_stage not in ("score", "select") else None
+    stage = stage or final or manifest.config.get("score", {}).get("input_stage")
+    if not stage:
+        fail("cannot tell which document stage to score: give --stage")
+    ids, documents = query_documents(run, sql or f"SELECT id, text FROM stage_{stage}")
+    folder = run / "scorers"
+    fitted = _fit_preselect(family, metric, ids, documents, folder / "losses", strength, positive_fraction, epoch, lr)
+    model = fitted.classifier_.save(folder / "preselect.bin")
+    fitted.strength_table(ids).to_parquet(folder / "preselect_strength.parquet")
+    score(str(run), ScoreConfig(input_stage=stage, fasttext=[FastTextScorer(model=str(model))]),
+          ray_address=ray_address, progress=progress)
+    totals = select_flow(str(run), SelectConfig(column="preselect", fraction=fraction, by=by), ray_address=ray_address,
+                         progress=progress)
+    typer.echo(f"\n{totals['selected']:,} of {totals['documents']:,} documents selected "
+               f"({totals[f'selected_{by}']:,} of {totals[by]:,} {by}): stage select of {run}")
 
 
 @score_app.command("annotate")

@@ -1,5 +1,5 @@
-"""Rates documents with a trained DataMan student rater: `dataman_<criterion>` (float32, 1-5),
-`dataman_overall` and `domain`. The rater loads once per instance, so once per Ray actor."""
+"""Rates documents with a trained DataMan student rater, a callable over Arrow batches: `dataman_<criterion>`
+(float32, 1-5), `dataman_overall` and `domain`. The rater loads once per instance, so once per Ray actor."""
 
 from __future__ import annotations
 

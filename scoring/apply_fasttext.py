@@ -1,7 +1,8 @@
 """Scores documents with a trained binary fastText classifier (PreSelect's or a DCLM-style quality one).
 
-The model loads once per instance, so once per Ray actor; the score column (`preselect` by default) is
-the classifier's probability of the positive label, float32.
+A callable over Arrow batches (operators.base.Operator, so the score flow's chain counts and times it); the
+model loads once per instance, so once per Ray actor. The score column (`preselect` by default) is the
+classifier's probability of the positive label, float32.
 """
 
 from __future__ import annotations
