@@ -1,4 +1,5 @@
-"""The mixforge dashboard: one run directory seen as a corpus, a SQL console, clusters, scores and RegMix.
+"""The mixforge dashboard: one run directory seen as a corpus, a SQL console, clusters, scores, RegMix and
+data verification.
 
 Started by `mixforge ui DIR` (`streamlit run dashboards/app.py`), which passes the run directory
 (MIXFORGE_RUN_DIR) and the optional access token (MIXFORGE_UI_TOKEN, see access.py) in the environment.
@@ -11,13 +12,14 @@ from pathlib import Path
 
 import streamlit as st
 
-from dashboards import clusters, regmix, runs, scores, sql
+from dashboards import clusters, regmix, runs, scores, sql, verify
 from dashboards.access import TOKEN_ENV, authorised
 from dashboards.run import reload_catalog, run_dir_from_env
 
 PAGES = ((runs, "Runs", "runs", ":material/monitoring:"), (sql, "SQL", "sql", ":material/terminal:"),
          (clusters, "Clusters", "clusters", ":material/bubble_chart:"),
-         (scores, "Scores", "scores", ":material/leaderboard:"), (regmix, "RegMix", "regmix", ":material/tune:"))
+         (scores, "Scores", "scores", ":material/leaderboard:"), (regmix, "RegMix", "regmix", ":material/tune:"),
+         (verify, "Verify", "verify", ":material/verified:"))
 
 
 def page(module, run_dir: Path):

@@ -1,9 +1,12 @@
-"""The proxy model: a GPT-style decoder (learned positions, pre-LayerNorm blocks, tied output head).
+"""The proxy model: a GPT-style decoder (learned positions, pre-LayerNorm blocks, tied output head), and a
+Hugging Face causal LM behind the same call (`model(ids) -> logits`), so one training loop anneals either.
 
 Kept apart from mixtures/proxy.py so that importing the experiment code does not import torch.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -45,3 +48,30 @@ class TinyLM(nn.Module):
         for block in self.blocks:
             x = block(x)
         return self.ln(x) @ self.embed.weight.T
+
+
+# config.json keys that bound a Hugging Face model's context, in the order tried
+CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "n_ctx", "seq_length")
+DEFAULT_CONTEXT = 2048  # for a model whose config names none of them
+
+
+class CausalLMLogits(nn.Module):
+    """A Hugging Face causal LM seen as TinyLM is: forward(ids) -> next-token logits."""
+
+    def __init__(self, lm: nn.Module):
+        super().__init__()
+        self.lm = lm
+        self.vocab_size = int(lm.config.vocab_size)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.lm(input_ids=ids).logits
+
+
+def load_causal_lm(path: str | Path) -> tuple[CausalLMLogits, int]:
+    """A local Hugging Face causal LM directory (float32, never the network) and its context length."""
+    from transformers import AutoModelForCausalLM
+
+    lm = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32, local_files_only=True)
+    context = next((getattr(lm.config, k) for k in CONTEXT_KEYS if isinstance(getattr(lm.config, k, None), int)),
+                   DEFAULT_CONTEXT)
+    return CausalLMLogits(lm), int(context)

@@ -75,6 +75,22 @@ def load_texts(source: str, run_dir: str | Path | None = None, limit: int | None
     return texts
 
 
+def metadata_path(model: str | Path) -> Path:
+    """The JSON beside a classifier (`model.bin` -> `model.json`) saying what it was trained on."""
+    return Path(model).with_suffix(".json")
+
+
+def save_metadata(model: str | Path, record: dict) -> Path:
+    """Write what a classifier was trained on (its sources, or the verification that chose its seeds)."""
+    import json
+
+    path = metadata_path(model)
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    tmp.write_text(json.dumps(record, indent=2, default=str))
+    os.replace(tmp, path)
+    return path
+
+
 class FastTextClassifier:
     """fit(texts, labels) / predict_proba(texts) -> P(positive) / save / load, over fastText supervised."""
 
