@@ -305,9 +305,18 @@ def base_setup(config: VerifyConfig) -> dict:
     return json.loads(config.model_dump_json(include={"run_dir", "holdout_fraction", "base"}))
 
 
+def base_proxy_config(config: VerifyConfig, **overrides):
+    """The base's ProxyConfig: its shape and settings, a constant learning rate, the targets' size."""
+    from mixtures.proxy import ProxyConfig
+
+    settings = {**config.base.proxy.model_dump(exclude={"num_gpus"}), "eval_tokens": config.anneal.eval_tokens,
+                "schedule": "constant", "train_tokens": config.base.train_tokens}
+    return ProxyConfig(**{**settings, **overrides})
+
+
 def train_base(config_json: str) -> dict:
     """Train the base proxy once (constant learning rate, optimizer state kept): a Ray task."""
-    from mixtures.proxy import CompactVocab, ProxyConfig, train_proxy
+    from mixtures.proxy import CompactVocab, train_proxy
 
     config = VerifyConfig.model_validate_json(config_json)
     folder = config.folder / "base"
@@ -324,10 +333,7 @@ def train_base(config_json: str) -> dict:
     shard = TokenShard.open(folder / "shard")
     CompactVocab.build([shard, *(TokenShard.open(p) for p in targets.values())], base.vocab_size).save(
         folder / VOCAB_FILE)
-    settings = base.proxy.model_dump(exclude={"num_gpus"})
-    proxy = ProxyConfig(**{**settings, "eval_tokens": config.anneal.eval_tokens}, schedule="constant",
-                        train_tokens=base.train_tokens)
-    result = train_proxy(BASE, folder / "shard", targets, folder / VOCAB_FILE, proxy,
+    result = train_proxy(BASE, folder / "shard", targets, folder / VOCAB_FILE, base_proxy_config(config),
                          checkpoint=folder / CHECKPOINT_FILE, keep_optimizer=True)
     os.replace(TokenShardFiles.of(folder / "shard").header, folder / MANIFEST_FILE)
     TokenShardFiles.of(folder / "shard").remove()

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from prefect.artifacts import Artifact
 from streamlit.testing.v1 import AppTest
 from test_mixtures_experiment import corpus_run  # noqa: F401 - the three-source run, as a fixture
 from typer.testing import CliRunner
@@ -75,6 +76,9 @@ def test_known_answer_python_docs_verify_better_than_fortunes_and_the_base(verif
     assert np.allclose(per_seed["delta_loss"], losses[BASE] - losses["python-doc"])
     assert summary.loc["python-doc", "score"] == pytest.approx(per_seed["delta_loss"].mean())
     assert any(line.split()[:2] == ["1", "python-doc"] for line in output.splitlines() if line.strip())
+    artifact = Artifact.get("verification")  # the flow's table artifact, ranked
+    assert str(out) in artifact.description
+    assert [row["candidate"] for row in json.loads(artifact.data)] == ["python-doc", "fortunes"]
     # annealing on Python docs taught the base, which never saw one, about them
     base = json.loads((out / "base" / "result.json").read_text())
     assert losses["python-doc"].max() < base["metrics"]["python-doc_val_loss"] - 0.05
