@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -51,17 +52,31 @@ class UnitWorker(Protocol):
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
-    """Connect to `address` (or RAY_ADDRESS), else start an embedded local Ray, quiet and lean."""
+    """Connect to `address` (or RAY_ADDRESS), else start an embedded local Ray, quiet and lean.
+
+    Quiet: a healthy run shows progress bars and its summary only, no warnings or error-looking lines
+    (MIXFORGE_VERBOSE=1, `mixforge --verbose`, shows them): Ray's own INFO/WARNING lines, Ray Data's, and
+    the core worker's "E" line about actor constructor arguments in the object store (Ray Data puts them
+    there itself; the actors restart fine), and the notice that a local Ray uses token authentication
+    (its default).
+    """
     import ray
 
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    verbose = bool(os.environ.get("MIXFORGE_VERBOSE"))
+    if not verbose:
+        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+        os.environ.setdefault("RAY_DATA_LOG_LEVEL", "ERROR")
+        logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)
+    level = logging.INFO if verbose else logging.ERROR
     address = address or os.environ.get("RAY_ADDRESS") or None
     if address:
-        ray.init(address=address, log_to_driver=False)
+        ray.init(address=address, log_to_driver=False, logging_level=level)
     else:
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
+                 logging_level=level)
 
 
 class UnitsFailed(RuntimeError):

@@ -13,19 +13,28 @@ import os
 import sys
 import traceback
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from typer._click.exceptions import NoArgsIsHelpError, UsageError  # typer vendors click
 from typer.core import TyperGroup
 
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
 # The exceptions that mean the user's input was wrong, by module: looked up only in modules already
 # imported (an exception of a module never imported cannot have been raised), so the CLI stays light.
 USER_ERRORS = (("operators.reader", "InputNotFound"), ("operators.reader", "UnknownFormat"),
-               ("flows.config", "ConfigError"), ("flows.curate", "RunMismatch"),
+               ("flows.config", "ConfigError"), ("flows.curate", "RunMismatch"), ("storage.shards", "RunMismatch"),
                ("storage.catalog", "QueryRefused"))
 RUN_FAILURES = (("flows.engine", "UnitsFailed"),)
 DEBUG = False  # `mixforge --debug`: tracebacks for user errors too
+# Without --verbose a healthy run prints progress bars and its summary only (Ray: flows.engine.init_ray).
+QUIET_ENVIRONMENT = {
+    "PREFECT_LOGGING_LEVEL": "WARNING",  # flow/task state lines, the temporary server's start and stop
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",  # else an ERROR line wherever telemetry cannot be sent
+    "TRANSFORMERS_VERBOSITY": "error",  # the distiller's load report ("UNEXPECTED" keys: position_ids)
+}
 
 RayAddress = Annotated[str | None, typer.Option(
     "--ray-address", envvar="RAY_ADDRESS",
@@ -44,7 +53,19 @@ def global_options(
     global DEBUG
     DEBUG = debug
     if verbose:
-        os.environ["MIXFORGE_VERBOSE"] = "1"  # read where Ray and the models start (flows.engine), workers too
+        os.environ["MIXFORGE_VERBOSE"] = "1"  # read where Ray starts (flows.engine), inherited by its workers
+    elif not os.environ.get("MIXFORGE_VERBOSE"):
+        for name, value in QUIET_ENVIRONMENT.items():
+            os.environ.setdefault(name, value)
+
+
+def print_summary(out: str | Path) -> None:
+    """The run's summary from its manifest (the flows log theirs, which a quiet run does not show)."""
+    from storage.manifest import describe, load_manifest
+
+    manifest = load_manifest(out)
+    if manifest is not None:
+        typer.echo(describe(manifest))
 
 
 def is_one_of(error: BaseException, kinds: tuple[tuple[str, str], ...]) -> bool:
@@ -94,3 +115,36 @@ def yaml_mapping(config: Path, expected: str = "a YAML mapping") -> dict:
     if not isinstance(data, dict):
         fail(f"{config} must be {expected}")
     return data
+
+
+def load_sections(config: Path, sections: dict[str, type[BaseModel]]) -> dict[str, BaseModel]:
+    """The named sections of a YAML config (a whole pipeline config works too, its other sections unread),
+    checked as curate's config is: an unknown key, at the top level or in a section, or a bad value is one
+    line with its line number (and the keys allowed there), exit status 2. A missing section: its defaults."""
+    from pydantic import ConfigDict, create_model
+
+    from flows.pipeline import PipelineConfig
+
+    fields: dict[str, Any] = {name: (Any, None) for name in PipelineConfig.model_fields}
+    fields.update({name: (model | None, None) for name, model in sections.items()})
+    parsed = _parse(config, create_model("ConfigFile", __config__=ConfigDict(extra="forbid"), **fields))
+    return {name: getattr(parsed, name) or model() for name, model in sections.items()}
+
+
+def load_section(config: Path, name: str, model: type[BaseModel]) -> BaseModel:
+    """The `name:` section of a YAML config, or the whole file if it has no such key, checked as
+    `load_sections` checks."""
+    if name in yaml_mapping(config):
+        return load_sections(config, {name: model})[name]
+    return _parse(config, model)
+
+
+def _parse(config: Path, model: type[BaseModel]) -> BaseModel:
+    from flows.config import ConfigError, parse_config
+
+    if not config.is_file():
+        fail(f"no config file at {config}")
+    try:
+        return parse_config(config.read_text(), source=str(config), model=model)
+    except ConfigError as error:
+        fail(error)

@@ -76,3 +76,21 @@ def test_debug_shows_the_traceback(tmp_path: Path):
     assert plain.returncode == 2 and plain.stderr.strip().count("\n") == 0 and "Traceback" not in plain.stderr
     debug = subprocess.run([*command[:3], "--debug", *command[3:]], capture_output=True, text=True)
     assert debug.returncode != 0 and "Traceback" in debug.stderr and "InputNotFound" in debug.stderr
+
+
+@pytest.mark.parametrize("command", [["cluster"], ["score", "run"]])
+def test_cluster_and_score_configs_reject_unknown_keys(tmp_path: Path, command: list[str]):
+    """A typo at the top level or inside a section is an error with its line and the keys allowed there,
+    as in curate's config, instead of a run with the defaults."""
+    section = command[0]
+    config = tmp_path / "config.yaml"
+    config.write_text(f"{section}:\n  {{}}\nembedd:\n  batch_size: 8\n")
+    result = runner.invoke(app, [*command, str(config), "-o", str(tmp_path / "run")])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    unknown = [line for line in result.output.splitlines() if "embedd" in line]  # (score: {} has no scorer either)
+    assert len(unknown) == 1 and unknown[0].startswith(f"error: {config}:3: embedd: unknown key; allowed: inputs, ")
+    assert "embed," in unknown[0]
+    config.write_text(f"# comment\n{section}:\n  no_such_setting: 3\n")
+    line = one_error_line(runner.invoke(app, [*command, str(config), "-o", str(tmp_path / "run")]))
+    assert line.startswith(f"error: {config}:3: {section}.no_such_setting: unknown key; allowed: ")
+    assert not (tmp_path / "run").exists()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from mixforge.options import RayAddress, RunDir, fail, yaml_mapping
+from mixforge.options import RayAddress, RunDir, load_sections
 
 
 def register(app: typer.Typer) -> None:
@@ -21,19 +21,13 @@ def cluster(
     ray_address: RayAddress = None,
 ) -> None:
     """Embed, k-means, prune and merge a run's documents into clusters and super-clusters (CLIMB)."""
-    from pydantic import ValidationError
-
     from flows.cluster import ClusterConfig, EmbedConfig
     from flows.cluster import cluster as cluster_flow
 
-    sections = {}
+    cluster_config, embed_config = ClusterConfig(), EmbedConfig()
     if config is not None:
-        sections = yaml_mapping(config, "a YAML mapping with `cluster:` and/or `embed:` sections")
-    try:
-        cluster_config = ClusterConfig.model_validate(sections.get("cluster") or {})
-        embed_config = EmbedConfig.model_validate(sections.get("embed") or {})
-    except ValidationError as error:
-        fail(f"invalid config {config}:\n{error}")
+        sections = load_sections(config, {"cluster": ClusterConfig, "embed": EmbedConfig})
+        cluster_config, embed_config = sections["cluster"], sections["embed"]
     result = cluster_flow(out=str(out), config=cluster_config, embed=embed_config, ray_address=ray_address)
     typer.echo(f"\n{result['documents']:,} documents in {result['clusters']} clusters, "
                f"{result['super_clusters']} super-clusters, {result['pruned_documents']:,} pruned.")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from mixforge.options import Progress, RayAddress, RunDir, fail
+from mixforge.options import Progress, RayAddress, RunDir, fail, print_summary
 
 
 def register(app: typer.Typer) -> None:
@@ -33,6 +33,7 @@ def curate(
         curate_flow(config=run_config, out=out, ray_address=ray_address, progress=progress)
     except (ConfigError, RunMismatch, FileNotFoundError) as error:  # what the user can fix: bad config or paths
         fail(error)
+    print_summary(out)
     typer.echo(f"\nQuery it: mixforge sql {out} \"SELECT drop_reason, count(*) FROM dropped GROUP BY 1\"")
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from mixforge.options import Progress, RayAddress, RunDir, fail
+from mixforge.options import Progress, RayAddress, RunDir, fail, print_summary
 
 
 def register(app: typer.Typer) -> None:
@@ -34,6 +34,7 @@ def run(
         pipeline(config=pipeline_config, out=out, ray_address=ray_address, progress=progress)
     except (ConfigError, RunMismatch, FileNotFoundError) as error:  # what the user can fix: bad config or paths
         fail(error)
+    print_summary(out)
     typer.echo(f"\nLook at it: mixforge manifest {out}   |   mixforge sql {out}   |   mixforge ui {out}")
 
 
@@ -51,6 +52,7 @@ def ingest(
     expand_inputs(list(inputs))  # a missing input or unknown format is one line before the flow starts
     ingest_flow(inputs=list(inputs), out=str(out), ray_address=ray_address, text_key=text_key,
                 max_doc_bytes=int(max_doc_mb * 2**20))
+    print_summary(out)
     typer.echo(f"\nQuery it: mixforge sql {out} \"SELECT count(*) FROM docs\"")
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from mixforge.options import Progress, RayAddress, RunDir, fail, yaml_mapping
+from mixforge.options import Progress, RayAddress, RunDir, fail, load_section
 
 score_app = typer.Typer(help="Train document scorers (PreSelect, DCLM-style fastText, DataMan students), annotate "
                              "documents with DataMan ratings, and score a run.", no_args_is_help=True)
@@ -19,14 +19,9 @@ def register(app: typer.Typer) -> None:
 
 
 def _section(config: Path, name: str, model):
-    """The `name:` section of a YAML file (or the whole file if it has no such key), validated."""
-    from pydantic import ValidationError
-
-    data = yaml_mapping(config)
-    try:
-        return model.model_validate(data.get(name, data))
-    except ValidationError as error:
-        fail(f"invalid `{name}` config in {config}:\n{error}")
+    """The `name:` section of a YAML file (or the whole file if it has no such key), validated: unknown keys
+    (top level included) and bad values are one line each with their line number, as curate's config."""
+    return load_section(config, name, model)
 
 
 def _texts(sources: list[str], run: Path | None, limit: int | None) -> list[str]:
