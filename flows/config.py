@@ -117,6 +117,8 @@ class Inputs(Section):
     paths: list[str] = Field(min_length=1, description="input files, folders or globs; relative paths are "
                                                         "taken from the directory you run mixforge in")
     text_key: str = Field("text", description="field holding the text in JSONL and Parquet inputs")
+    id_key: str | None = Field("id", description="field holding a document's own id in JSONL and Parquet inputs "
+                               "(kept as its id, as datatrove does; without one: a generated id; null: always)")
     max_doc_bytes: int = Field(8 * 2**20, gt=0, description="quarantine documents larger than this many bytes")
 
 

@@ -149,7 +149,8 @@ def curate(config: RunConfig | str, out: str, ray_address: str | None = None, pr
     manifest = open_run(out_dir, run_config, describe_inputs(files))
     init_ray(ray_address or run_config.ray.address, run_config.ray.num_cpus)
 
-    reader_options = {"text_key": run_config.inputs.text_key, "max_doc_bytes": run_config.inputs.max_doc_bytes}
+    reader_options = {"text_key": run_config.inputs.text_key, "id_key": run_config.inputs.id_key,
+                      "max_doc_bytes": run_config.inputs.max_doc_bytes}
     records = read_stage(files, str(out_dir), reader_options, progress)
     units = finish_stage(manifest, out_dir, READ, files, records)
 

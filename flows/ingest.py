@@ -42,19 +42,22 @@ def read_stage(files: list[str], out: str, reader_options: dict, progress: bool)
 
 @flow(name="ingest", log_prints=True)
 def ingest(inputs: list[str], out: str, ray_address: str | None = None, text_key: str = "text",
+           id_key: str | None = "id",
            max_doc_bytes: int = 8 * 2**20, progress: bool = True) -> dict:
     """Read every input into `<out>/shards/ingest`, quarantining what cannot be read; write the manifest."""
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     files = expand_inputs(inputs)
     manifest = load_manifest(out_dir) or Manifest(command="ingest")
-    manifest.config = {"ingest": {"inputs": inputs, "text_key": text_key, "max_doc_bytes": max_doc_bytes}}
+    manifest.config = {"ingest": {"inputs": inputs, "text_key": text_key, "id_key": id_key,
+                                  "max_doc_bytes": max_doc_bytes}}
     manifest.versions = package_versions()
     manifest.inputs = describe_inputs(files)
     save_manifest(manifest, out_dir)
 
     init_ray(ray_address)
-    records = read_stage(files, str(out_dir), {"text_key": text_key, "max_doc_bytes": max_doc_bytes}, progress)
+    records = read_stage(files, str(out_dir), {"text_key": text_key, "id_key": id_key,
+                                                     "max_doc_bytes": max_doc_bytes}, progress)
     record_stage(manifest, STAGE, files, records)
     manifest.final_stage = STAGE
     save_manifest(manifest, out_dir)

@@ -43,6 +43,8 @@ def ingest(
     inputs: list[str] = typer.Argument(..., help="Files, directories, globs or fsspec URLs (s3://, gs://, ...)."),
     ray_address: RayAddress = None,
     text_key: str = typer.Option("text", help="Field holding the text in JSONL/Parquet inputs."),
+    id_key: str = typer.Option("id", help="Field holding each document's own id in JSONL/Parquet inputs (kept as "
+                                           "its id; documents without one get a generated id)."),
     max_doc_mb: float = typer.Option(8.0, help="Quarantine documents larger than this (MiB)."),
 ) -> None:
     """Read inputs into Parquet shards (`<out>/shards/ingest`), quarantine what cannot be read."""
@@ -50,7 +52,7 @@ def ingest(
     from operators.reader import expand_inputs
 
     expand_inputs(list(inputs))  # a missing input or unknown format is one line before the flow starts
-    ingest_flow(inputs=list(inputs), out=str(out), ray_address=ray_address, text_key=text_key,
+    ingest_flow(inputs=list(inputs), out=str(out), ray_address=ray_address, text_key=text_key, id_key=id_key,
                 max_doc_bytes=int(max_doc_mb * 2**20))
     print_summary(out)
     typer.echo(f"\nQuery it: mixforge sql {out} \"SELECT count(*) FROM docs\"")
