@@ -223,3 +223,18 @@ def test_anneal_continues_a_hugging_face_model(corpus_run, tmp_path):  # noqa: F
     with pytest.raises(ValueError, match="not a Hugging Face model"):
         load_checkpoint(tmp_path)
     assert VerifyConfig.model_validate(verify_config(corpus_run, tmp_path / "v", base={"checkpoint": str(folder)}))
+
+
+def test_candidates_of_every_kind_are_queries_over_the_run():
+    from mixtures.verify import Candidate
+
+    kinds = {"cluster": 7, "super_cluster": 2, "source": "s3://b/it's.jsonl", "stage": "select", "sql": "SELECT 1;"}
+    queries = {kind: Candidate(name="c", **{kind: value}).select() for kind, value in kinds.items()}
+    assert queries == {"cluster": "SELECT * FROM docs WHERE cluster = 7",
+                       "super_cluster": "SELECT * FROM docs WHERE super_cluster = 2",
+                       "source": "SELECT * FROM docs WHERE source = 's3://b/it''s.jsonl'",
+                       "stage": "SELECT * FROM stage_select", "sql": "SELECT 1"}
+    with pytest.raises(ValueError, match="not a stage name"):
+        Candidate(name="c", stage="select; DROP")
+    with pytest.raises(ValueError, match="names a folder"):
+        Candidate(name="../up", cluster=1)
