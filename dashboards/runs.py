@@ -1,5 +1,5 @@
 """Runs page: what the run did (manifest), where documents went (funnel per stage), what it holds
-(tokens per domain or cluster) and what could not be read (quarantine)."""
+(tokens per domain or cluster), the mixture its experiment found, and what could not be read (quarantine)."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ def render(run_dir: Path) -> None:
     else:
         show_manifest(manifest)
         show_funnel(manifest)
+        show_best_mixture(manifest)
     try:
         show_tokens(run_dir)
         show_quarantine(run_dir)
@@ -77,6 +78,22 @@ def show_funnel(manifest: Manifest) -> None:
     figure.update_layout(height=120 + 60 * len(labels), margin={"t": 10, "b": 10})
     st.plotly_chart(figure)
     st.dataframe(table, hide_index=True)
+
+
+def show_best_mixture(manifest: Manifest) -> None:
+    """The best mixture the pipeline's mixture experiment found (the RegMix page refits and relaunches)."""
+    mixture = manifest.config.get("mixture") or {}
+    if not mixture.get("best"):
+        return
+    st.subheader("Best mixture")
+    by = (manifest.config.get("pipeline") or {}).get("mixture", {}).get("by", "domain")
+    predicted = ", ".join(f"{t} {v:.4f}" for t, v in (mixture.get("predicted") or {}).items())
+    st.caption(f"Weights over `{by}` that the experiment predicts minimise the loss on {', '.join(mixture['targets'])}"
+               f" (predicted: {predicted}); files in mixtures/, details on the RegMix page.")
+    weights = pd.Series(mixture["best"], name="weight").sort_values(ascending=False)
+    figure = go.Figure(go.Bar(x=[str(d) for d in weights.index], y=weights.values))
+    figure.update_layout(xaxis_title=by, yaxis_title="weight", height=300, margin={"t": 10}, xaxis_type="category")
+    st.plotly_chart(figure)
 
 
 def show_tokens(run_dir: Path) -> None:

@@ -1,11 +1,13 @@
-"""Scores page: the distribution of each score column, the score by cluster or domain, and what a
-threshold would keep (documents and tokens) before anyone runs `select` with it.
+"""Scores page: the scorers trained from the run (flows/scorers.py), the distribution of each score column,
+the score by cluster or domain, and what a threshold would keep (documents and tokens) before anyone runs
+`select` with it.
 
 Histograms and quantiles are computed by DuckDB over the shards, so the page stays light on any corpus.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -20,6 +22,7 @@ FLOAT_TYPES = ("FLOAT", "DOUBLE", "DECIMAL")
 MAX_GROUPS = 60
 QUARTILES = (0.0, 0.25, 0.5, 0.75, 1.0)
 BINS = 40
+SCORERS = "scorers"  # where flows/scorers.py writes the models and their records
 
 
 def score_columns(docs: dict[str, str]) -> list[str]:
@@ -54,6 +57,57 @@ def render(run_dir: Path) -> None:
             show_by_group(run_dir, score, groups)
     except QueryRefused as error:
         st.error(f"Could not read the scores: {error}")
+    show_scorers(run_dir)
+
+
+def trained_scorers(run_dir: Path) -> dict[str, dict]:
+    """The records the `train_scorers` flow wrote (scorers/<name>.json), by scorer."""
+    records = {}
+    for path in sorted((run_dir / SCORERS).glob("*.json")):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if isinstance(record, dict) and "scorer" in record:
+            records[record["scorer"]] = record
+    return records
+
+
+def scorer_rows(records: dict[str, dict]) -> pd.DataFrame:
+    """One row per trained scorer: the column it writes and what it learnt from."""
+    rows = []
+    if "classifier" in records:
+        r = records["classifier"]
+        rows.append({"scorer": "DCLM-style fastText", "column": r["column"], "model": r["model"],
+                     "learnt from": f"{r['positives']:,} positives, {r['negatives']:,} negatives (SQL split)"})
+    if "preselect" in records:
+        r = records["preselect"]
+        rows.append({"scorer": "PreSelect", "column": r["column"], "model": r["model"],
+                     "learnt from": f"{len(r['family'])} byte n-gram LMs; {r['positives']:,} positives, "
+                                    f"{r['negatives']:,} negatives of {r['documents']:,} documents by strength"})
+    if "dataman" in records:
+        r = records["dataman"]
+        agreement = r.get("agreement") or {}
+        held = (f"; on {r['held_out']:,} held-out: within 1 of the teacher {agreement['within_1']:.0%}, mean "
+                f"Spearman {agreement['spearman']:.2f}, same domain {agreement['domain']:.0%}" if agreement else "")
+        rows.append({"scorer": "DataMan students", "column": "dataman_*, domain", "model": r["model"],
+                     "learnt from": f"{r['rated']:,} documents rated by {r['annotator']}{held}"})
+    return pd.DataFrame(rows)
+
+
+def show_scorers(run_dir: Path) -> None:
+    records = trained_scorers(run_dir)
+    if not records:
+        return
+    st.subheader("Scorers trained from this run")
+    st.caption(f"Models and what they learnt from are in {SCORERS}/ (read its Parquet files with SQL: "
+               f"`read_parquet('{run_dir / SCORERS}/preselect_strength.parquet')`).")
+    st.dataframe(scorer_rows(records), hide_index=True)
+    if "preselect" in records:
+        family = pd.DataFrame(records["preselect"]["family"])[["path", "domain", "train_docs", "benchmark_bpb"]]
+        st.caption("PreSelect's model family: each model's benchmark score is minus its bits per byte on the "
+                   "benchmark set; a document's strength is how well the models' losses on it rank the same way.")
+        st.dataframe(family, hide_index=True)
 
 
 def score_range(run_dir: Path, score: str) -> tuple[float | None, float | None]:
