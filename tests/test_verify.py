@@ -23,8 +23,8 @@ from test_mixtures_experiment import corpus_run  # noqa: F401 - the three-source
 from typer.testing import CliRunner
 
 from mixforge.cli import app
-from mixtures.proxy import ProxyConfig, anneal, evaluate, load_checkpoint, lr_factor
-from mixtures.verify import BASE, VerifyConfig, split_query, write_query_shard
+from mixtures.proxy import ProxyConfig, evaluate, load_checkpoint, lr_factor
+from mixtures.verify import BASE, VerifyConfig, split_query
 from storage.catalog import open_catalog
 from storage.token_shards import TokenShard
 
@@ -194,35 +194,36 @@ def test_learning_rate_decays_to_zero():
         lr_factor("wsd", 0, 10, 1)
 
 
-def test_anneal_continues_a_hugging_face_model(corpus_run, tmp_path):  # noqa: F811
-    """A GPT-2 built from a config, with a BPE tokenizer trained here: annealing it on Python docs lowers its
-    loss on held-out Python docs."""
+def test_verification_from_a_hugging_face_checkpoint(corpus_run, tmp_path):  # noqa: F811
+    """A GPT-2 built from a config, with a BPE tokenizer trained here, as the given base: blends and targets are
+    tokenized with its tokenizer.json, the anneals start a fresh AdamW, and Python docs still verify better."""
     from scoring_inputs import train_tokenizer
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from operators.tokenize import load_encoder
+    from mixtures.verify import anneal_candidate, check_inputs, prepare_targets
 
-    con = open_catalog(corpus_run)
-    texts = con.sql("SELECT text FROM docs ORDER BY id").df()["text"].tolist()
+    texts = open_catalog(corpus_run).sql("SELECT text FROM docs ORDER BY id").df()["text"].tolist()
     folder = tmp_path / "gpt2"
     tokenizer = train_tokenizer(texts, folder, vocab_size=1024)
     GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=2, n_positions=128,
                                eos_token_id=tokenizer.eos_token_id)).save_pretrained(folder)
-    encoder = load_encoder(str(folder / "tokenizer.json"))
-    write_query_shard(tmp_path / "target", encoder, [("t", corpus_run, split_query(PYTHON, HOLDOUT, True), 2049)],
-                      whole=True)
-    write_query_shard(tmp_path / "train", encoder, [("p", corpus_run, split_query(PYTHON, HOLDOUT, False, 0), 24_000)])
-    config = ProxyConfig(seq_len=64, batch_size=8, learning_rate=3e-3, train_tokens=24_000, eval_tokens=2048)
     loaded = load_checkpoint(folder)
     assert loaded.kind == "hf" and loaded.seq_len == 128 and loaded.optimizer is None
-    before, _ = evaluate(loaded.model, TokenShard.open(tmp_path / "target"), loaded.vocab, config)
-    result = anneal("gpt2", folder, tmp_path / "train", {"python": tmp_path / "target"}, config)
-    assert result.losses["python"] < before - 0.75, (before, result.losses)
+    config = VerifyConfig.model_validate(verify_config(
+        corpus_run, tmp_path / "v", base={"checkpoint": str(folder), "sql": "SELECT * FROM docs WHERE source <> "
+                                                                            "'sample/python-doc'"},
+        anneal={"budget_tokens": 24_000, "eval_tokens": 2048, "seeds": [0], "learning_rate": 3e-3, "seq_len": 64}))
+    check_inputs(config)
+    prepare_targets(config)
+    target = TokenShard.open(config.folder / "targets" / "python-doc")
+    assert target.header["tokenizer"] == str(folder / "tokenizer.json")
+    before, _ = evaluate(loaded.model, target, loaded.vocab, ProxyConfig(seq_len=64, eval_tokens=2048))
     assert before == pytest.approx(math.log(len(tokenizer)), abs=0.5)  # an untrained model: near uniform
-    assert result.train_tokens >= 24_000
+    as_json = config.model_dump_json(exclude_unset=True)
+    base, python = (anneal_candidate(as_json, name, 0)["losses"]["python-doc"] for name in (BASE, "python-doc"))
+    assert python < base < before, (before, base, python)
     with pytest.raises(ValueError, match="not a Hugging Face model"):
         load_checkpoint(tmp_path)
-    assert VerifyConfig.model_validate(verify_config(corpus_run, tmp_path / "v", base={"checkpoint": str(folder)}))
 
 
 def test_candidates_of_every_kind_are_queries_over_the_run():
