@@ -1,11 +1,12 @@
 """Ultra-FineWeb's cheap data verification: anneal one trained base on candidate data instead of training a
 model per candidate, and let the verdicts choose the quality classifier's seeds.
 
-Protocol (Wang et al. 2025, "Ultra-FineWeb", section 3.1): a base model is trained once with a constant
-learning rate (the stable phase of a WSD schedule); each candidate is judged by a short annealing phase, the
-learning rate decaying to zero, on a blend of BLEND_FRACTION candidate and the rest base data, against the
-same annealing on base data alone; the difference of the target metrics is the candidate's verdict. The paper
-annealed a 1B MiniCPM model for 10B tokens (about 1% of its 1.1T-token base training). Here the base is a
+Protocol (Wang et al. 2025, "Ultra-FineWeb", arXiv 2505.05427, its efficient verification): a base model is
+trained once with a constant learning rate (the stable phase of a WSD schedule); each candidate is judged by a
+short annealing phase, the learning rate decaying to zero, on a blend of BLEND_FRACTION candidate and the rest
+base data, against the same annealing on base data alone; the difference of the target metrics is the
+candidate's verdict. The paper anneals a ~1B MiniCPM-style base (about 1.1T training tokens) for about 10B
+tokens, and reports the check over 90% cheaper than training a model per candidate. Here the base is a
 mixforge proxy trained by `base` (or any checkpoint: a mixforge proxy file, a local Hugging Face causal LM
 directory), the targets are held-out documents of the run (losses, not benchmarks: a 1M-parameter proxy scores
 nothing on a benchmark), and each (candidate, seed) anneal is one Ray task.
