@@ -229,7 +229,8 @@ def test_regmix_experiment_end_to_end(corpus_run, tmp_path, ray_local):
     shard = TokenShard.open(out / "best")
     assert shard.n_tokens == 20_000 and list_token_shards(out) == [out / "best"]
     assert shard.header["realised_weights"]["python-doc"] == pytest.approx(best["weights"]["python-doc"], abs=1e-3)
-    assert sorted(p.name for p in (out / "runs" / ratios.index[0]).iterdir()) == ["manifest.json", "result.json"]
+    run_files = sorted(p.name for p in (out / "runs" / ratios.index[0]).iterdir())
+    assert run_files == ["manifest.json", "proxy.pt", "result.json"]
     assert sorted(p.name for p in (out / "fit").iterdir()) == ["fit.json", "model-000.joblib", "report.json"]
 
 
