@@ -35,6 +35,7 @@ SAMPLE = REPO / "data" / "sample"
 
 from dedup_inputs import datatrove_minhash, plant, python_doc_sections, write_jsonl, write_shards  # noqa: E402
 
+from flows.engine import fan_out, init_ray  # noqa: E402
 from operators.dup_clusters import mark_shards  # noqa: E402
 from operators.minhash_dedup import MinHashDedup, minhash_dedup  # noqa: E402
 
@@ -55,10 +56,10 @@ def corpus_texts() -> tuple[str, list[str]]:
 def run_ours(shards: list[str], work: Path, cpus: int) -> float:
     import ray
 
-    ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+    init_ray(num_cpus=cpus)
     start = time.perf_counter()
-    result = minhash_dedup(shards, work / f"work-{cpus}")
-    mark_shards(shards, result, work / f"out-{cpus}", "dedup")
+    result = minhash_dedup(shards, work / f"work-{cpus}", tasks=fan_out)
+    mark_shards(shards, result, work / f"out-{cpus}", "dedup", tasks=fan_out)
     seconds = time.perf_counter() - start
     ray.shutdown()
     return seconds
@@ -67,6 +68,7 @@ def run_ours(shards: list[str], work: Path, cpus: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--full", action="store_true", help="the whole corpus, and also compare on 2 cores")
+    parser.add_argument("--quick", action="store_true", help="the default small run (what `make bench` runs)")
     args = parser.parse_args()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 

@@ -9,9 +9,10 @@ Outputs in the run directory:
     clusters/clusters.parquet, centroids.parquet, projection.parquet, projection.html
     shards/cluster/, dropped/cluster/     the documents with their clusters; pruned clusters' documents
 
-Resumable: embed, assign and cluster are Ray stages with per-shard completion records; each stage
-keeps its completed shards only while its inputs and settings are unchanged (a fingerprint beside the
-records), so changing, say, the merge distance redoes the labelling but not the embeddings.
+Resumable: embed, assign and cluster are Ray stages with per-shard completion records, and the fit is
+saved; each keeps its work only while its fingerprint (inputs, settings, code) is unchanged, the engine's
+one policy (flows.engine.start_stage): a rerun with other settings is refused naming what differs, and with
+`restart` redoes only the stages it changes (a new merge distance: the labelling, not the embeddings).
 """
 
 from __future__ import annotations
@@ -32,10 +33,10 @@ from clustering.climb import ClimbClustering, default_n_clusters
 from clustering.projection import project, projection_table, write_plot
 from clustering.stages import AssignWorker, EmbedWorker, LabelWorker, assignment_path, embedding_path
 from clustering.table import ClusterCorpus, centroid_table, cluster_table
-from flows.engine import fingerprint, init_ray, record_stage, run_stage, start_stage
+from flows.engine import code_version, fingerprint, init_ray, record_stage, run_stage, start_stage
 from operators.embed import EMBEDDING_COLUMN, Backend, VectorType, build_static_model, vectors
 from storage.manifest import Manifest, describe, load_manifest, package_versions, save_manifest
-from storage.shards import stage_files, write_table_atomic
+from storage.shards import shard_digest, stage_files, write_table_atomic
 
 EMBED_STAGE = "embed"
 ASSIGN_STAGE = "assign"
@@ -119,10 +120,9 @@ def read_sample(files: list[Path], n: int, seed: int) -> tuple[list[str], np.nda
 
 
 @task(name="embed", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
-def embed_stage(units: list[str], out_dir: Path, config: EmbedConfig, print_: str, progress: bool) -> list[dict]:
+def embed_stage(units: list[str], out_dir: Path, config: EmbedConfig, progress: bool) -> list[dict]:
     import ray
 
-    start_stage(out_dir, EMBED_STAGE, print_, [out_dir / "embeddings"])
     if config.backend == "model2vec" and not config.model:
         build_static_model()  # once here, not in every actor at once
     resources: dict = {"num_cpus": 1.0}
@@ -135,16 +135,16 @@ def embed_stage(units: list[str], out_dir: Path, config: EmbedConfig, print_: st
 
 @task(name="fit", cache_policy=NO_CACHE)
 def fit_stage(files: list[Path], out_dir: Path, config: ClusterConfig, print_: str) -> ClimbClustering:
-    """Fit k-means on a sample of the embeddings, or reuse the fit saved by an earlier run (with this
-    run's pruning and merging settings: they apply after the fit)."""
+    """Fit k-means on a sample of the embeddings, or reuse the fit saved by an earlier run (kept only with
+    the same fingerprint, checked before; with this run's pruning and merging settings: they apply after
+    the fit)."""
     import joblib
 
     path = out_dir / "clusters" / "model.joblib"
     if path.exists():
-        saved = joblib.load(path)
-        if saved.get("fingerprint") == print_:
-            return saved["model"].set_params(merge_distance=config.merge_distance,
-                                             n_super_clusters=config.n_super_clusters, prune_thresholds=config.prune)
+        return joblib.load(path)["model"].set_params(merge_distance=config.merge_distance,
+                                                     n_super_clusters=config.n_super_clusters,
+                                                     prune_thresholds=config.prune)
     _, sample = read_sample(files, config.fit_sample, config.seed)
     model = config.estimator(sum(pq.ParquetFile(f).metadata.num_rows for f in files)).fit(sample)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -155,16 +155,13 @@ def fit_stage(files: list[Path], out_dir: Path, config: ClusterConfig, print_: s
 
 
 @task(name="assign", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
-def assign_stage(files: list[str], out_dir: Path, model: ClimbClustering, print_: str,
-                 progress: bool) -> list[dict]:
-    start_stage(out_dir, ASSIGN_STAGE, print_, [out_dir / "clusters" / "assignments"])
+def assign_stage(files: list[str], out_dir: Path, model: ClimbClustering, progress: bool) -> list[dict]:
     return run_stage(ASSIGN_STAGE, files, out_dir, partial(AssignWorker, model), progress=progress,
                      min_actors=len(files))
 
 
 @task(name="label", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
-def label_stage(units: list[str], out_dir: Path, model: ClimbClustering, print_: str, progress: bool) -> list[dict]:
-    start_stage(out_dir, STAGE, print_, [out_dir / kind / STAGE for kind in ("shards", "dropped", "quarantine")])
+def label_stage(units: list[str], out_dir: Path, model: ClimbClustering, progress: bool) -> list[dict]:
     return run_stage(STAGE, units, out_dir, partial(LabelWorker, model), progress=progress, min_actors=len(units))
 
 
@@ -208,8 +205,9 @@ def map_stage(out_dir: Path, corpus: ClusterCorpus, model: ClimbClustering, conf
 
 @flow(name="cluster", log_prints=True)
 def cluster(out: str, config: ClusterConfig | None = None, embed: EmbedConfig | None = None,
-            ray_address: str | None = None, progress: bool = True) -> dict:
-    """Embed, fit, assign, prune, merge and label the documents of a run; write the cluster table and map."""
+            ray_address: str | None = None, progress: bool = True, restart: bool = False) -> dict:
+    """Embed, fit, assign, prune, merge and label the documents of a run; write the cluster table and map.
+    A rerun with other settings or inputs is refused (RunMismatch) unless `restart`."""
     config = config or ClusterConfig()
     embed = embed or EmbedConfig()
     out_dir = Path(out).resolve()
@@ -227,22 +225,30 @@ def cluster(out: str, config: ClusterConfig | None = None, embed: EmbedConfig | 
     init_ray(ray_address)
 
     # Each stage's fingerprint covers everything upstream, so a change redoes exactly what it affects.
-    inputs = [(Path(u).name, Path(u).stat().st_size, Path(u).stat().st_mtime_ns) for u in units]
-    embed_print = fingerprint(stage, inputs, embed.model_dump())
+    embed_parts = {"inputs": [shard_digest(u) for u in units], "stage": stage, "config": embed.model_dump(),
+                   "code": code_version("operators.embed", "clustering.stages")}
+    start_stage(out_dir, EMBED_STAGE, embed_parts, [out_dir / "embeddings"], restart)
     embedding_files = [str(embedding_path(out_dir, rank)) for rank in range(len(units))]
-    record_stage(manifest, EMBED_STAGE, units, embed_stage(units, out_dir, embed, embed_print, progress))
+    record_stage(manifest, EMBED_STAGE, units, embed_stage(units, out_dir, embed, progress))
     save_manifest(manifest, out_dir)
 
-    fit_print = fingerprint(embed_print, config.model_dump(include=FIT_SETTINGS))
+    fit_parts = {"upstream": fingerprint(embed_parts), "config": config.model_dump(include=FIT_SETTINGS),
+                 "code": code_version("clustering.climb")}
+    start_stage(out_dir, "fit", fit_parts, [out_dir / "clusters" / "model.joblib"], restart)
+    fit_print = fingerprint(fit_parts)
     model = fit_stage([Path(f) for f in embedding_files], out_dir, config, fit_print)
-    records = assign_stage(embedding_files, out_dir, model, fit_print, progress)
+    start_stage(out_dir, ASSIGN_STAGE, {"upstream": fit_print}, [out_dir / "clusters" / "assignments"], restart)
+    records = assign_stage(embedding_files, out_dir, model, progress)
     record_stage(manifest, ASSIGN_STAGE, embedding_files, records)
 
     assignment_files = [assignment_path(out_dir, rank) for rank in range(len(units))]
     with ClusterCorpus([Path(u) for u in units], assignment_files, config.source_field) as corpus:
         statistics = prune_stage(corpus, model, config, stage)
-        label_print = fingerprint(fit_print, model.super_cluster_.tolist())
-        record_stage(manifest, STAGE, units, label_stage(units, out_dir, model, label_print, progress))
+        settings = {"prune": config.prune, "merge_distance": config.merge_distance,
+                    "n_super_clusters": config.n_super_clusters}
+        start_stage(out_dir, STAGE, {"upstream": fit_print, "config": settings,
+                                     "merge": model.super_cluster_.tolist()}, [], restart)
+        record_stage(manifest, STAGE, units, label_stage(units, out_dir, model, progress))
         table = table_stage(corpus, model, statistics, config, out_dir)
         plot = map_stage(out_dir, corpus, model, config)
     manifest.final_stage = STAGE

@@ -120,6 +120,9 @@ class Inputs(Section):
     id_key: str | None = Field("id", description="field holding a document's own id in JSONL and Parquet inputs "
                                "(kept as its id, as datatrove does; without one: a generated id; null: always)")
     max_doc_bytes: int = Field(8 * 2**20, gt=0, description="quarantine documents larger than this many bytes")
+    unit_bytes: int = Field(64 * 2**20, gt=0, description="target size of a unit of work: larger inputs are "
+                            "split (JSONL at lines, Parquet by row groups, WARC at records), so every worker "
+                            "shares a big file and a killed run resumes per part")
 
 
 class RayOptions(Section):

@@ -1,11 +1,13 @@
 """The `curate` flow: read -> language ID + heuristic filters -> exact dedup -> MinHash dedup -> tokenize.
 
 Each stage is a Prefect task (with retries) that runs Ray Data through flows.engine; every unit of a stage
-(an input file, then an upstream shard) writes its shards atomically and then its completion record, and
-the dedup drivers keep their own unit logs. So rerunning a killed run with the same config and `out` skips
-what completed and ends with output identical to an uninterrupted run; Prefect's result cache plays no part
-(NO_CACHE). Exact dedup writes its own stage so that MinHash compares only documents that survived it (a
-cluster's kept document is then always live).
+(a part of an input file, then an upstream shard) writes its shards atomically and then its completion
+record, and the dedup drivers keep their own unit logs. So rerunning a killed run with the same config and
+`out` skips what completed and ends with output identical to an uninterrupted run; Prefect's result cache
+plays no part (NO_CACHE). Each stage's fingerprint (flows.engine: upstream stage's, its config sections,
+its operators' code) is checked before it runs: a rerun with another config or other inputs stops with
+RunMismatch naming what differs, unless `restart`. Exact dedup writes its own stage so that MinHash compares
+only documents that survived it (a cluster's kept document is then always live).
 """
 
 from __future__ import annotations
@@ -21,11 +23,12 @@ import pyarrow.parquet as pq
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel
 
 from flows.config import RunConfig, load_config
-from flows.engine import init_ray, record_stage, run_stage
+from flows.engine import code_version, fan_out, fingerprint, init_ray, record_stage, run_stage, start_stage
 from flows.ingest import STAGE as READ
-from flows.ingest import describe_inputs, read_stage
+from flows.ingest import describe_inputs, plan_read, read_stage
 from operators.base import Operator, OperatorChain, StageStats
 from operators.dup_clusters import DedupResult
 from operators.exact_dedup import exact_dedup
@@ -37,13 +40,13 @@ from storage.shards import ShardWriter, stage_files
 
 FILTER, EXACT, MINHASH, TOKENIZE = "filter", "exact_dedup", "minhash_dedup", "tokenize"
 BATCH_ROWS = 4096
-OUTPUT_SECTIONS = ("inputs", "langid", "filters", "dedup", "tokenize")
+FILTER_CODE = ("operators.base", "operators.langid", "operators.text_stats", "operators.gopher_quality",
+               "operators.gopher_repetition", "operators.c4_quality", "operators.fineweb_quality",
+               "operators.tokenize", "flows.config")
+DEDUP_CODE = ("operators.base", "operators.dup_clusters", "operators.exact_dedup", "operators.minhash_dedup")
+TOKENIZE_CODE = ("operators.base", "operators.tokenize", "storage.token_shards")
 RECOUNT = "tokenize_edited"  # the filter stage's last step: token counts of the (possibly edited) texts kept
 TOKEN_SHARDS = "tokens"  # <out>/tokens/part-RRRRR.{tokens.u32,offsets.i64,ids.parquet,json}: storage/token_shards.py
-
-
-class RunMismatch(ValueError):
-    """The run directory holds a run of another config or other inputs: resuming it would mix the two."""
 
 
 class ChainWorker:
@@ -120,13 +123,13 @@ def filter_stage(units: list[str], out: str, config: RunConfig, progress: bool) 
 
 @task(name="exact-dedup", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def exact_dedup_stage(units: list[str], out: str, progress: bool) -> list[dict]:
-    result = exact_dedup(units, Path(out) / "_dedup")
+    result = exact_dedup(units, Path(out) / "_dedup", tasks=fan_out)
     return run_stage(EXACT, units, out, functools.partial(mark_worker, result), progress=progress)
 
 
 @task(name="minhash-dedup", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def minhash_dedup_stage(units: list[str], out: str, config: RunConfig, progress: bool) -> list[dict]:
-    result = minhash_dedup(units, Path(out) / "_dedup", config.dedup.minhash.build())
+    result = minhash_dedup(units, Path(out) / "_dedup", config.dedup.minhash.build(), tasks=fan_out)
     return run_stage(MINHASH, units, out, functools.partial(mark_worker, result), progress=progress)
 
 
@@ -136,35 +139,50 @@ def tokenize_stage(units: list[str], out: str, config: RunConfig, progress: bool
 
 
 @flow(name="curate", log_prints=True)
-def curate(config: RunConfig | str, out: str, ray_address: str | None = None, progress: bool = True) -> dict:
+def curate(config: RunConfig | str, out: str, ray_address: str | None = None, progress: bool = True,
+           restart: bool = False) -> dict:
     """Curate the config's inputs into `<out>/shards/tokenize`, resuming whatever an earlier attempt finished.
 
     `out` may name the scheduled date ({date}: YYYY-MM-DD, {time}: HHMMSS, UTC), so each scheduled run of a
-    deployment writes its own directory and a retry of the same run resumes it.
+    deployment writes its own directory and a retry of the same run resumes it. A run directory made from
+    other inputs or another config is refused (RunMismatch, before the stage runs) unless `restart`, which
+    redoes the stages whose fingerprint changed.
     """
     run_config = config if isinstance(config, RunConfig) else load_config(config)
     files = expand_inputs(run_config.inputs.paths)
     out_dir = Path(scheduled_path(out))
     out_dir.mkdir(parents=True, exist_ok=True)
-    manifest = open_run(out_dir, run_config, describe_inputs(files))
+    inputs = describe_inputs(files)
+    manifest = open_run(out_dir, run_config, inputs)
     init_ray(ray_address or run_config.ray.address, run_config.ray.num_cpus)
 
-    reader_options = {"text_key": run_config.inputs.text_key, "id_key": run_config.inputs.id_key,
-                      "max_doc_bytes": run_config.inputs.max_doc_bytes}
-    records = read_stage(files, str(out_dir), reader_options, progress)
-    units = finish_stage(manifest, out_dir, READ, files, records)
+    section = run_config.inputs
+    options = {"text_key": section.text_key, "id_key": section.id_key, "max_doc_bytes": section.max_doc_bytes}
+    units, parts = plan_read(out_dir, files, inputs, options, section.unit_bytes, restart)
+    units = finish_stage(manifest, out_dir, READ, units, read_stage(units, str(out_dir), options, progress))
 
+    def check(stage: str, code: tuple[str, ...], outputs: tuple[Path, ...] = (), **config: object) -> None:
+        """A stage's fingerprint is the upstream stage's (so any change upstream redoes it), its config and
+        its operators' code; checked before the stage runs."""
+        nonlocal parts
+        parts = {"upstream": fingerprint(parts), "config": config, "code": code_version(*code),
+                 "units": [str(Path(unit).relative_to(out_dir)) for unit in units]}
+        start_stage(out_dir, stage, parts, list(outputs), restart)
+
+    dump = functools.partial(BaseModel.model_dump, mode="json")
     if filter_operators_configured(run_config):
-        records = filter_stage(units, str(out_dir), run_config, progress)
-        units = finish_stage(manifest, out_dir, FILTER, units, records)
+        check(FILTER, FILTER_CODE, langid=dump(run_config.langid), filters=dump(run_config.filters),
+              tokenize=dump(run_config.tokenize))
+        units = finish_stage(manifest, out_dir, FILTER, units, filter_stage(units, str(out_dir), run_config, progress))
     if run_config.dedup.exact.enabled:
-        records = exact_dedup_stage(units, str(out_dir), progress)
-        units = finish_stage(manifest, out_dir, EXACT, units, records)
+        check(EXACT, DEDUP_CODE, (out_dir / "_dedup" / "exact",))
+        units = finish_stage(manifest, out_dir, EXACT, units, exact_dedup_stage(units, str(out_dir), progress))
     if run_config.dedup.minhash.enabled:
+        check(MINHASH, DEDUP_CODE, (out_dir / "_dedup" / "minhash",), minhash=dump(run_config.dedup.minhash))
         records = minhash_dedup_stage(units, str(out_dir), run_config, progress)
         units = finish_stage(manifest, out_dir, MINHASH, units, records)
-    records = tokenize_stage(units, str(out_dir), run_config, progress)
-    finish_stage(manifest, out_dir, TOKENIZE, units, records)
+    check(TOKENIZE, TOKENIZE_CODE, (out_dir / TOKEN_SHARDS,), tokenize=dump(run_config.tokenize))
+    finish_stage(manifest, out_dir, TOKENIZE, units, tokenize_stage(units, str(out_dir), run_config, progress))
 
     manifest.final_stage = TOKENIZE
     save_manifest(manifest, out_dir)
@@ -191,23 +209,9 @@ def filter_operators_configured(config: RunConfig) -> bool:
     return config.tokenize.count_before_filters or config.langid.enabled or bool(config.filters.enabled())
 
 
-def fingerprint(config: dict) -> dict:
-    """The config sections that decide curate's output (not `ray`: where it runs; not later stages')."""
-    return {section: config.get(section) for section in OUTPUT_SECTIONS}
-
-
 def open_run(out_dir: Path, config: RunConfig, inputs: list[dict]) -> Manifest:
-    """The run's manifest: a new one, or the one an earlier attempt left if it had the same config and inputs."""
-    manifest = load_manifest(out_dir)
-    if manifest is None:
-        manifest = Manifest(command="curate")
-    else:
-        if fingerprint(manifest.config) != fingerprint(config.model_dump(mode="json")):
-            raise RunMismatch(f"{out_dir} holds a run with another config ({manifest.command or 'unknown'} "
-                              f"{manifest.run_id}); resume it with that config or curate into a new --out")
-        if [f.model_dump() for f in manifest.inputs] != inputs:
-            raise RunMismatch(f"the inputs changed since run {manifest.run_id} in {out_dir} started; "
-                              "curate into a new --out")
+    """The run's manifest, new or the one an earlier attempt left (its stages decide what is kept)."""
+    manifest = load_manifest(out_dir) or Manifest(command="curate")
     manifest.config = config.model_dump(mode="json")
     manifest.versions = package_versions()
     manifest.inputs = inputs

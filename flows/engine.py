@@ -1,4 +1,4 @@
-"""Where operators meet Ray: a stage runs one worker per unit (an input file or an upstream shard).
+"""Where operators meet Ray: a stage runs one worker per unit (an input file or a part of one, an upstream shard).
 
 The stage is a Ray Data pipeline over the list of pending units: `from_items` -> `map_batches` with a
 callable class, so a worker that loads a model (language ID, an embedder) loads it once per actor.
@@ -129,12 +129,9 @@ class _UnitRunner:
 
 def run_stage(stage: str, units: list[str], out_dir: str | Path, make_worker: Callable[[], UnitWorker], *,
               num_cpus: float = 1.0, num_gpus: float = 0.0, max_actors: int | None = None, min_actors: int = 1,
-              keep_dropped_text: bool = True, progress: bool = True, parts: dict | None = None,
-              outputs: Sequence[Path] = (), restart: bool = False) -> list[dict]:
+              keep_dropped_text: bool = True, progress: bool = True) -> list[dict]:
     """Run `make_worker()` over every unit not yet completed; return all units' completion records.
-
-    `parts`: the stage's fingerprint (see start_stage; its units are always part of it), checked before
-    anything runs; `outputs`: what the stage writes besides its shards, cleared with it on `restart`.
+    (Which completed units may be kept is start_stage's decision, made before.)
 
     `min_actors` > 1 starts that many actors at once (capped at the pool size) instead of letting the
     pool grow from one, which costs a model-loading stage one actor start-up of idle cores.
@@ -146,8 +143,6 @@ def run_stage(stage: str, units: list[str], out_dir: str | Path, make_worker: Ca
     context.enable_progress_bars = False
     context.print_on_execution_start = False
     out_dir = str(Path(out_dir).resolve())
-    if parts is not None:
-        start_stage(Path(out_dir), stage, {**parts, "units": [str(unit) for unit in units]}, list(outputs), restart)
     done = completed_units(out_dir, stage)
     pending = [{"rank": rank, "path": path} for rank, path in enumerate(units) if rank not in done]
     if pending:

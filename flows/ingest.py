@@ -1,4 +1,11 @@
-"""The `ingest` flow: read inputs (WARC, WET, JSONL, Parquet; local or fsspec) into document shards."""
+"""The `ingest` flow: read inputs (WARC, WET, JSONL, Parquet; local or fsspec) into document shards.
+
+Inputs are cut into units of about `unit_bytes` (operators.reader.plan_units: JSONL at line boundaries,
+Parquet by row groups, WARC at record boundaries), so one big file is read by every worker and a killed run
+resumes per part. The stage's fingerprint (its inputs with sizes and checksums, the reader options, the
+readers' code) decides whether completed units are kept: reading other inputs into the same run directory
+is refused with one line naming what differs, unless `restart`.
+"""
 
 from __future__ import annotations
 
@@ -7,23 +14,27 @@ from pathlib import Path
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 
-from flows.engine import init_ray, record_stage, run_stage
+from flows.engine import code_version, init_ray, record_stage, run_stage, start_stage
 from operators.base import StageStats, split_dropped
-from operators.reader import expand_inputs, reader_for
+from operators.reader import expand_inputs, plan_units, reader_for, split_unit
 from storage.manifest import Manifest, describe, describe_input, load_manifest, package_versions, save_manifest
 from storage.shards import ShardWriter
 
 STAGE = "ingest"
+UNIT_BYTES = 64 * 2**20
+READ_CODE = ("operators.base", "operators.reader", "operators.read_jsonl", "operators.read_parquet",
+             "operators.read_warc", "storage.schema")
 
 
 class ReadWorker:
-    """Reads one input file into the unit's shards: good documents, drops (empty text) and quarantine."""
+    """Reads one unit (an input file or a part of one) into the unit's shards: good documents, drops
+    (empty text) and quarantine."""
 
     def __init__(self, reader_options: dict | None = None):
         self.reader_options = reader_options or {}
 
     def __call__(self, rank: int, path: str, writer: ShardWriter) -> dict[str, StageStats]:
-        reader = reader_for(path, **self.reader_options)
+        reader = reader_for(split_unit(path)[0], **self.reader_options)
         for batch in reader(path):
             kept, dropped = split_dropped(batch.documents)
             writer.write(kept, dropped, batch.quarantine)
@@ -35,30 +46,42 @@ def describe_inputs(files: list[str]) -> list[dict]:
     return [describe_input(path).model_dump() for path in files]
 
 
+def plan_read(out_dir: Path, files: list[str], inputs: list[dict], reader_options: dict, unit_bytes: int,
+              restart: bool) -> tuple[list[str], dict]:
+    """The read stage's units and fingerprint, checked against what the run directory holds."""
+    units = plan_units(files, unit_bytes)
+    parts = {"inputs": inputs, "config": {**reader_options, "unit_bytes": unit_bytes},
+             "code": code_version(*READ_CODE), "units": units}
+    start_stage(out_dir, STAGE, parts, [], restart)
+    return units, parts
+
+
 @task(name="read", retries=2, retry_delay_seconds=5)
-def read_stage(files: list[str], out: str, reader_options: dict, progress: bool) -> list[dict]:
-    return run_stage(STAGE, files, out, lambda: ReadWorker(reader_options), progress=progress)
+def read_stage(units: list[str], out: str, reader_options: dict, progress: bool) -> list[dict]:
+    return run_stage(STAGE, units, out, lambda: ReadWorker(reader_options), progress=progress)
 
 
 @flow(name="ingest", log_prints=True)
 def ingest(inputs: list[str], out: str, ray_address: str | None = None, text_key: str = "text",
            id_key: str | None = "id",
-           max_doc_bytes: int = 8 * 2**20, progress: bool = True) -> dict:
+           max_doc_bytes: int = 8 * 2**20, unit_bytes: int = UNIT_BYTES, progress: bool = True,
+           restart: bool = False) -> dict:
     """Read every input into `<out>/shards/ingest`, quarantining what cannot be read; write the manifest."""
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     files = expand_inputs(inputs)
+    described = describe_inputs(files)
+    options = {"text_key": text_key, "id_key": id_key, "max_doc_bytes": max_doc_bytes}
+    units, _ = plan_read(out_dir, files, described, options, unit_bytes, restart)
     manifest = load_manifest(out_dir) or Manifest(command="ingest")
-    manifest.config = {"ingest": {"inputs": inputs, "text_key": text_key, "id_key": id_key,
-                                  "max_doc_bytes": max_doc_bytes}}
+    manifest.config = {"ingest": {"inputs": inputs, **options, "unit_bytes": unit_bytes}}
     manifest.versions = package_versions()
-    manifest.inputs = describe_inputs(files)
+    manifest.inputs = described
     save_manifest(manifest, out_dir)
 
     init_ray(ray_address)
-    records = read_stage(files, str(out_dir), {"text_key": text_key, "id_key": id_key,
-                                                     "max_doc_bytes": max_doc_bytes}, progress)
-    record_stage(manifest, STAGE, files, records)
+    records = read_stage(units, str(out_dir), options, progress)
+    record_stage(manifest, STAGE, units, records)
     manifest.final_stage = STAGE
     save_manifest(manifest, out_dir)
     summary = describe(manifest)

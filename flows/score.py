@@ -282,7 +282,8 @@ def selection_path(out_dir: Path, rank: int) -> Path:
 
 @task(name="select-documents", cache_policy=NO_CACHE)
 def select_stage(units: list[str], out_dir: Path, print_: str, progress: bool) -> list[dict]:
-    start_stage(out_dir, SELECT, print_, [out_dir / "shards" / SELECT, out_dir / "dropped" / SELECT])
+    # a selection asked for anew replaces the last one (the one policy, with restart: same print keeps it)
+    start_stage(out_dir, SELECT, print_, [out_dir / "shards" / SELECT, out_dir / "dropped" / SELECT], restart=True)
     return run_stage(SELECT, units, out_dir, functools.partial(_keep_worker, out_dir), progress=progress,
                      keep_dropped_text=False)
 

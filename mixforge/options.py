@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 # The exceptions that mean the user's input was wrong, by module: looked up only in modules already
 # imported (an exception of a module never imported cannot have been raised), so the CLI stays light.
 USER_ERRORS = (("operators.reader", "InputNotFound"), ("operators.reader", "UnknownFormat"),
-               ("flows.config", "ConfigError"), ("flows.curate", "RunMismatch"), ("storage.shards", "RunMismatch"),
+               ("flows.config", "ConfigError"), ("storage.shards", "RunMismatch"),
                ("storage.catalog", "QueryRefused"))
 RUN_FAILURES = (("flows.engine", "UnitsFailed"),)
 DEBUG = False  # `mixforge --debug`: tracebacks for user errors too
@@ -42,6 +42,9 @@ RayAddress = Annotated[str | None, typer.Option(
          "local Ray).")]
 RunDir = Annotated[str, typer.Option("--out", "-o", help="Run directory; rerun with the same one to resume.")]
 Progress = Annotated[bool, typer.Option(help="Show a progress bar per stage.")]
+Restart = Annotated[bool, typer.Option(
+    "--restart", help="Redo the stages of --out that were made from other inputs, config or code (without it, "
+                      "such a rerun is refused).")]
 
 
 def global_options(

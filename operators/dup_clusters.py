@@ -1,16 +1,17 @@
-"""What exact and MinHash dedup share: duplicate edges -> clusters -> `dup_cluster` marks, and the Ray fan-out.
+"""What exact and MinHash dedup share: duplicate edges -> clusters -> `dup_cluster` marks, and their unit log.
 
 A dedup finds *edges* (pairs of documents that are duplicates), joins them into clusters (connected
 components) and keeps one document per cluster: the one with the smallest `id`, so the choice does not
 depend on how the corpus was sharded or in which order shards finished. Every member of a cluster, the
 kept one included, gets `dup_cluster` = the kept document's id; the others get a `drop_reason`.
+
+The drivers' units run through a `TaskRunner`: `in_process` here, or the flow's Ray fan-out
+(flows.engine.fan_out), passed in, since operators never import flows nor start Ray themselves.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,14 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from operators.base import Filter, OperatorChain, split_dropped, with_column
-from storage.shards import ShardWriter, write_json_atomic, write_table_atomic
+from storage.shards import (
+    ShardWriter,
+    check_fingerprint,
+    code_version,
+    shard_digest,
+    write_json_atomic,
+    write_table_atomic,
+)
 
 # One edge per duplicate pair found; the shard columns say which unit each end lives in.
 EDGE_SCHEMA = pa.schema([("a", pa.string()), ("a_shard", pa.int32()), ("b", pa.string()), ("b_shard", pa.int32())])
@@ -188,14 +196,23 @@ class DedupResult:
         return MarkDuplicates.from_file(self.cluster_files[rank], self.reason, self.name)
 
 
+TaskRunner = Callable[[Callable[..., Any], Sequence[tuple]], Iterator[tuple[int, Any]]]
+
+
+def in_process(fn: Callable[..., Any], calls: Sequence[tuple]) -> Iterator[tuple[int, Any]]:
+    """fn(*call) for every call, here and in order: (call index, result)."""
+    for i, call in enumerate(calls):
+        yield i, fn(*call)
+
+
 def mark_shards(shard_paths: Sequence[str], results: DedupResult | Sequence[DedupResult], out_dir: str | Path,
-                stage: str) -> list[dict[str, dict]]:
-    """Stage 4 on Ray: one task per shard applies its cluster tables (of each result, in order: exact before
+                stage: str, tasks: TaskRunner = in_process) -> list[dict[str, dict]]:
+    """Stage 4, one task per shard: applies its cluster tables (of each result, in order: exact before
     MinHash) and writes kept and dropped shards (`<out_dir>/shards/<stage>/...`, `<out_dir>/dropped/<stage>/...`).
     Returns each shard's operator stats by operator name."""
     results = [results] if isinstance(results, DedupResult) else list(results)
     calls = [(path, results, rank, str(out_dir), stage) for rank, path in enumerate(shard_paths)]
-    done = dict(run_tasks(_mark_shard, calls))
+    done = dict(tasks(_mark_shard, calls))
     return [done[rank] for rank in range(len(calls))]
 
 
@@ -208,38 +225,23 @@ def _mark_shard(path: str, results: list[DedupResult], rank: int, out_dir: str, 
     return {name: stats.to_dict() for name, stats in markers.stats().items()}
 
 
-def run_tasks(fn: Callable[..., Any], calls: Sequence[tuple]) -> Iterator[tuple[int, Any]]:
-    """Run fn(*call) for every call as a Ray task of one CPU (retried on worker failure); yield (call index,
-    result) as each finishes. Uses the session's Ray if one is initialised, else RAY_ADDRESS or a local one."""
-    import ray
-
-    if not calls:
-        return
-    if not ray.is_initialized():
-        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-        ray.init(address=os.environ.get("RAY_ADDRESS") or "local", include_dashboard=False, log_to_driver=False)
-    remote = ray.remote(num_cpus=1, max_retries=2)(fn)
-    refs = {remote.remote(*call): i for i, call in enumerate(calls)}
-    pending = list(refs)
-    while pending:
-        ready, pending = ray.wait(pending, num_returns=1)
-        yield refs[ready[0]], ray.get(ready[0])
-
-
 class UnitLog:
     """Completion records of a dedup's units under `root/_done`, so a rerun on the same work dir skips them.
 
-    The record of the first run names its inputs (path, size, mtime) and parameters; when a rerun's differ
-    (an upstream stage rewrote a shard, other options), everything under `root` is stale and is removed.
+    The log keeps its work only for the same fingerprint (the engine's one resume policy,
+    storage.shards.check_fingerprint): its input shards (size and footer checksum), parameters and the
+    code of the dedup modules. Another one raises RunMismatch naming what differs, or with `restart`
+    clears everything under `root`.
     """
 
-    def __init__(self, root: Path, inputs: Sequence[str], parameters: dict):
+    def __init__(self, root: Path, inputs: Sequence[str], parameters: dict, *, tasks: TaskRunner = in_process,
+                 restart: bool = False, code: Sequence[str] = ()):
         self.folder = root / "_done"
-        fingerprint = {"inputs": [[path, *_size_and_mtime(path)] for path in inputs], "parameters": parameters}
-        signature = self.folder / "inputs.json"
-        if signature.exists() and json.loads(signature.read_text()) != fingerprint:
-            shutil.rmtree(root)
-        write_json_atomic(fingerprint, signature)
+        self.tasks = tasks
+        parts = {"inputs": [shard_digest(path) for path in inputs], "parameters": parameters,
+                 "code": code_version(__name__, *code)}
+        check_fingerprint(self.folder / "inputs.json", parts, [root], restart, f"dedup work dir {root}",
+                          started=self.folder.exists())
 
     def done(self, unit: str) -> dict | None:
         path = self.folder / f"{unit}.json"
@@ -249,15 +251,10 @@ class UnitLog:
         write_json_atomic(record, self.folder / f"{unit}.json")
 
     def run(self, stage: str, fn: Callable[..., dict], calls: Sequence[tuple]) -> list[dict]:
-        """Run the pending `calls` (unit i is f"{stage}-{i:05d}") as Ray tasks; return every unit's record."""
+        """Run the pending `calls` (unit i is f"{stage}-{i:05d}") as tasks; return every unit's record."""
         records = {i: self.done(f"{stage}-{i:05d}") for i in range(len(calls))}
         pending = [i for i, record in records.items() if record is None]
-        for j, record in run_tasks(fn, [calls[i] for i in pending]):
+        for j, record in self.tasks(fn, [calls[i] for i in pending]):
             self.mark(f"{stage}-{pending[j]:05d}", record)
             records[pending[j]] = record
         return [records[i] for i in range(len(calls))]
-
-
-def _size_and_mtime(path: str) -> tuple[int, int]:
-    stat = os.stat(path)
-    return stat.st_size, stat.st_mtime_ns

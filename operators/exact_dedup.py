@@ -29,8 +29,10 @@ from operators.dup_clusters import (
     WHITESPACE_RUN,
     DedupResult,
     MarkDuplicates,
+    TaskRunner,
     UnitLog,
     cluster_edges,
+    in_process,
     key_edges,
     live_documents,
     shard_cluster_path,
@@ -67,15 +69,17 @@ class ExactDedup(Operator):
         return MarkDuplicates(cluster_edges(edges), REASON, self.name).process(batch)
 
 
-def exact_dedup(shard_paths: Sequence[str | Path], work_dir: str | Path, partitions: int = 16) -> DedupResult:
-    """Exact dedup of every live document of `shard_paths` on Ray; resumable in `work_dir`.
+def exact_dedup(shard_paths: Sequence[str | Path], work_dir: str | Path, partitions: int = 16, *,
+                tasks: TaskRunner = in_process, restart: bool = False) -> DedupResult:
+    """Exact dedup of every live document of `shard_paths`, its units run by `tasks` (here, or the flow's Ray
+    fan-out); resumable in `work_dir` (UnitLog: another fingerprint is refused unless `restart`).
 
     Memory per stage-2 task is about a 1/`partitions` share of the corpus' (hash, id) rows. Returns the
     per-shard cluster tables; apply them with `dup_clusters.mark_shards` or `DedupResult.marker(rank)`.
     """
     shard_paths = [str(path) for path in shard_paths]
     root = Path(work_dir) / "exact"
-    log = UnitLog(root, shard_paths, {"partitions": partitions})
+    log = UnitLog(root, shard_paths, {"partitions": partitions}, tasks=tasks, restart=restart, code=[__name__])
     hashed = log.run("hash", _hash_shard, [(path, rank, str(root), partitions) for rank, path in
                                            enumerate(shard_paths)])
     found = log.run("match", _match_partition, [(part, str(root)) for part in range(partitions)])

@@ -41,8 +41,10 @@ from operators.dup_clusters import (
     WHITESPACE_RUN,
     DedupResult,
     MarkDuplicates,
+    TaskRunner,
     UnitLog,
     cluster_edges,
+    in_process,
     key_edges,
     live_documents,
     shard_cluster_path,
@@ -263,20 +265,23 @@ class MinHashDedup(Operator):
 
 
 def minhash_dedup(shard_paths: Sequence[str | Path], work_dir: str | Path, config: MinHashConfig = MinHashConfig(),
-                  splits: int = 1, after: DedupResult | None = None) -> DedupResult:
-    """MinHash near-dedup of every live document of `shard_paths` on Ray (the session's, or a local one).
+                  splits: int = 1, after: DedupResult | None = None, *, tasks: TaskRunner = in_process,
+                  restart: bool = False) -> DedupResult:
+    """MinHash near-dedup of every live document of `shard_paths`, its units run by `tasks` (here, or the
+    flow's Ray fan-out, flows.engine.fan_out).
 
     `after`: a dedup already found on the same shards (exact_dedup): the documents it drops are left out, so
     clusters are built from its survivors and both can be applied in one pass, `mark_shards(paths, [exact,
     near], ...)`. Resumable: each finished unit is recorded in `work_dir/minhash/_done` and skipped by a rerun
-    with the same inputs and parameters (other ones start over). `splits` divides each bucket into band-key
-    ranges, so a stage-2 task holds 1/splits of a bucket's (band, id) rows. Returns the per-shard cluster
-    tables; apply them with `dup_clusters.mark_shards` or `.marker(rank)` in a caller's own worker.
+    with the same inputs and parameters (other ones are refused unless `restart`). `splits` divides each
+    bucket into band-key ranges, so a stage-2 task holds 1/splits of a bucket's (band, id) rows. Returns the
+    per-shard cluster tables; apply them with `dup_clusters.mark_shards` or `.marker(rank)` in a caller's own worker.
     """
     shard_paths = [str(path) for path in shard_paths]
     root = Path(work_dir) / "minhash"
     log = UnitLog(root, shard_paths + (after.cluster_files if after else []), {"config": asdict(config),
-                                                                                "splits": splits})
+                                                                                "splits": splits},
+                  tasks=tasks, restart=restart, code=[__name__])
     signed = log.run("bands", _write_bands, [(path, rank, str(root), config, after) for rank, path in
                                              enumerate(shard_paths)])
     units = [(bucket, split, splits, str(root)) for bucket in range(config.num_buckets) for split in range(splits)]

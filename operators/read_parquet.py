@@ -24,6 +24,7 @@ from operators.reader import InputError, Parsed, Raw, Reader, RecordError, input
 class ParquetReader(Reader):
     name = "read_parquet"
     decompress = False  # Parquet compresses inside the file
+    part_kind = "row_groups"  # a unit of a big file is a run of row groups; offsets stay the file's rows
 
     def __init__(self, text_key: str = "text", url_key: str | None = "url", id_key: str | None = "id",
                  **options: Any) -> None:
@@ -44,8 +45,9 @@ class ParquetReader(Reader):
         schema = parquet.schema_arrow
         self._check_schema(schema)
         url_key = self.url_key if self.url_key in schema.names else None
-        row = 0
-        batches = parquet.iter_batches(batch_size=self.batch_size)
+        groups = range(*self.part) if self.part else range(parquet.num_row_groups)  # a unit's row groups
+        row = sum(parquet.metadata.row_group(group).num_rows for group in range(groups.start))
+        batches = parquet.iter_batches(batch_size=self.batch_size, row_groups=list(groups))
         while True:
             try:
                 batch = next(batches, None)

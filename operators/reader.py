@@ -28,6 +28,8 @@ from __future__ import annotations
 import errno
 import inspect
 import io
+import itertools
+import re
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -102,6 +104,10 @@ class Reader:
     # Whether the base decompresses by extension; WARC files are not, as warcio reads gzip members
     # itself and their offsets are offsets in the compressed file (as in Common Crawl's index).
     decompress = True
+    # What a unit's part (operators.reader.plan_units) counts: "bytes" of the stored file (the base reads
+    # that window as if it were the file, offsets then shifted to the file's), or the format's own
+    # ("row_groups": the format's split reads only `self.part`).
+    part_kind = "bytes"
 
     def __init__(self, batch_size: int = 2000, max_doc_bytes: int = 8 * 2**20,
                  batch_chars: int = 64 * 2**20, retries: int = 3, retry_delay: float = 0.5) -> None:
@@ -113,6 +119,7 @@ class Reader:
         self.retries = retries
         self.retry_delay = retry_delay
         self.stats = StageStats()
+        self.part: tuple[int, int] | None = None
 
     def split(self, stream: BinaryIO) -> Iterator[Raw]:
         """The input's records in order; raises InputError where the input stops being readable."""
@@ -124,6 +131,8 @@ class Reader:
         raise NotImplementedError
 
     def __call__(self, path: str) -> Iterator[ReadBatch]:
+        """Read `path`: an input, or a part of one (a unit of plan_units)."""
+        path, self.part = split_unit(path)
         start = time.perf_counter()
         for batch in self._read(path):
             self.stats.seconds += time.perf_counter() - start
@@ -154,6 +163,8 @@ class Reader:
         with ExitStack() as stack:
             try:
                 stream = stack.enter_context(fs.open(fs_path, "rb"))
+                if self.part is not None and self.part_kind == "bytes":
+                    stream = io.BufferedReader(_Window(stream, *self.part), buffer_size=2**20)
                 if self.decompress:
                     stream = stack.enter_context(_decompressed(stream, fs_path))
             except Exception as error:  # a failure to open is reported (or retried), not raised
@@ -171,7 +182,7 @@ class Reader:
                 except _Transient:
                     raise
                 except InputError as error:
-                    batch.fail(error.offset, str(error))
+                    batch.fail(None if error.offset is None else error.offset + self._base, str(error))
                     break
                 except Exception as error:  # an unforeseen stream failure ends the file only
                     raise_if_transient(error)
@@ -185,7 +196,13 @@ class Reader:
                 if batch.full(self.batch_size, self.batch_chars):
                     yield batch.flush()
 
+    @property
+    def _base(self) -> int:
+        """Where the stream the format reads starts in the file (a byte part's start, else 0)."""
+        return self.part[0] if self.part is not None and self.part_kind == "bytes" else 0
+
     def _add(self, batch: _BatchBuilder, raw: Raw) -> None:
+        raw = raw._replace(offset=raw.offset + self._base)
         if raw.n_bytes > self.max_doc_bytes:
             batch.fail(raw.offset, f"document of {raw.n_bytes} bytes exceeds max_doc_bytes={self.max_doc_bytes}",
                        raw.head)
@@ -498,3 +515,185 @@ def _walk(fs: fsspec.AbstractFileSystem, path: str) -> list[str]:
         files, root = [root], root.rsplit("/", 1)[0]
     return [f for f in files if reader_name(f) and not f.endswith(".json")
             and not any(part.startswith((".", "_")) for part in f[len(root):].split("/") if part)]
+
+
+# Units smaller than files. A unit is an input path, or `<path>#part=<start>-<stop>`: bytes [start, stop)
+# of the stored file for JSONL (cut at line starts) and WARC/WET (cut where a record starts), row groups
+# [start, stop) for Parquet. Compressed JSONL and whole-file gzip archives cannot be entered mid-stream
+# and stay whole units.
+_PART = re.compile(r"^(?P<path>.+)#part=(?P<start>\d+)-(?P<stop>\d+)$")
+_SCAN_BYTES = 2**20
+_WARC_GZIP_MAGIC = b"\x1f\x8b\x08"
+_WARC_HEADS = (b"WARC/1.0\r\n", b"WARC/1.1\r\n")
+
+
+def split_unit(unit: str) -> tuple[str, tuple[int, int] | None]:
+    """(input path, part or None) of a unit."""
+    match = _PART.match(unit)
+    if match is None:
+        return unit, None
+    return match["path"], (int(match["start"]), int(match["stop"]))
+
+
+def plan_units(files: list[str], unit_bytes: int) -> list[str]:
+    """The units of work for `files`: each file, or its parts of about `unit_bytes` where it is larger and
+    its format can be entered mid-file. The plan depends only on the files and `unit_bytes`, so a rerun
+    plans the same units. A part's documents keep the file's offsets and generated ids; what a format
+    remembers across a file (an input id seen twice, trafilatura's memory of boilerplate paragraphs in
+    WARC pages) starts afresh with each part, as it does with each file."""
+    units: list[str] = []
+    for path in files:
+        fs, fs_path, _ = resolve(path)
+        try:
+            cuts = _cuts(fs, fs_path, reader_name(fs_path), unit_bytes)
+        except Exception as error:  # unreadable: one unit, whose reader reports it (a plan that
+            if is_transient(error):  # depended on the network's mood would not be the same on a rerun)
+                raise TransientInputError(f"{path}: cannot plan its units: {_describe(error)}; rerun to retry") \
+                    from error
+            cuts = []
+        units.extend([path] if len(cuts) < 3 else [f"{path}#part={a}-{b}" for a, b in itertools.pairwise(cuts)])
+    return units
+
+
+def _cuts(fs: fsspec.AbstractFileSystem, path: str, name: str | None, unit_bytes: int) -> list[int]:
+    """Part boundaries (first and last included), or [] when the file stays one unit."""
+    if name not in ("read_parquet", "read_jsonl", "read_warc", "read_wet"):
+        return []
+    size = fs.size(path)
+    if size <= unit_bytes:
+        return []
+    if name == "read_parquet":  # runs of row groups of about unit_bytes stored
+        import pyarrow.parquet as pq
+
+        with fs.open(path, "rb") as handle:
+            metadata = pq.ParquetFile(handle).metadata
+        cuts, stored = [0], 0
+        for group in range(metadata.num_row_groups):
+            if stored >= unit_bytes:
+                cuts.append(group)
+                stored = 0
+            row_group = metadata.row_group(group)
+            stored += sum(row_group.column(i).total_compressed_size for i in range(row_group.num_columns))
+        return [*cuts, metadata.num_row_groups]
+    lowered = path.lower()
+    if name == "read_jsonl" and lowered.endswith((".jsonl", ".json", ".ndjson")):
+        find = _next_line
+    elif name in ("read_warc", "read_wet") and lowered.endswith((".warc", ".wet")):
+        find = _next_warc_record
+    elif name in ("read_warc", "read_wet") and lowered.endswith((".warc.gz", ".wet.gz")):
+        find = _next_warc_member
+    else:
+        return []
+    cuts = [0]
+    with fs.open(path, "rb") as handle:
+        for target in range(unit_bytes, size, unit_bytes):
+            if target <= cuts[-1]:
+                continue
+            cut = find(handle, target, size)
+            if cut is None:
+                break
+            if cut > cuts[-1]:
+                cuts.append(cut)
+    return [*cuts, size] if cuts[-1] < size else cuts
+
+
+def _next_line(handle: BinaryIO, target: int, size: int) -> int | None:
+    """The start of the first line that starts at or after `target`."""
+    handle.seek(target - 1)
+    if handle.read(1) == b"\n":
+        return target
+    while chunk := handle.readline(_SCAN_BYTES):
+        if chunk.endswith(b"\n"):
+            position = handle.tell()
+            return position if position < size else None
+    return None
+
+
+def _scan(handle: BinaryIO, target: int, size: int, marker: bytes, accept) -> int | None:
+    """The first position >= target where `marker` occurs and accept(position) holds."""
+    position = target
+    while position < size:
+        handle.seek(position)
+        block = handle.read(_SCAN_BYTES + len(marker))
+        start = 0
+        while (found := block.find(marker, start)) >= 0:
+            if accept(position + found):
+                return position + found
+            start = found + 1
+        position += _SCAN_BYTES
+    return None
+
+
+def _next_warc_record(handle: BinaryIO, target: int, size: int) -> int | None:
+    """The start of the first record of an uncompressed WARC at or after `target`: a WARC/1.x line right
+    after the blank lines that end the record before it, whose header block parses."""
+    def accept(position: int) -> bool:
+        handle.seek(position - 4)
+        head = handle.read(4 + 16)
+        if head[:4] != b"\r\n\r\n" or not head[4:].startswith(_WARC_HEADS):
+            return False
+        return _warc_record_at(handle, position)
+
+    return _scan(handle, max(target, 4), size, b"WARC/1.", accept)
+
+
+def _next_warc_member(handle: BinaryIO, target: int, size: int) -> int | None:
+    """The start of the first gzip member at or after `target` that decompresses to a WARC record (a file
+    gzipped record by record, as Common Crawl's are; a file gzipped whole has none past its start)."""
+    import zlib
+
+    def accept(position: int) -> bool:
+        handle.seek(position)
+        try:
+            head = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(handle.read(4096), 64)
+        except zlib.error:
+            return False
+        return head.startswith(_WARC_HEADS) and _warc_record_at(handle, position)
+
+    return _scan(handle, target, size, _WARC_GZIP_MAGIC, accept)
+
+
+def _warc_record_at(handle: BinaryIO, position: int) -> bool:
+    """Whether warcio reads a complete record header at `position`."""
+    from warcio.archiveiterator import ArchiveIterator
+
+    handle.seek(position)
+    try:
+        record = next(iter(ArchiveIterator(handle, arc2warc=True)), None)
+    except Exception:
+        return False
+    return record is not None and record.length is not None
+
+
+class _Window(io.RawIOBase):
+    """Bytes [start, stop) of a seekable stream, read as if they were the whole file."""
+
+    def __init__(self, stream: BinaryIO, start: int, stop: int) -> None:
+        super().__init__()
+        self.stream, self.start, self.stop = stream, start, stop
+        self.position = 0
+        stream.seek(start)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: self.stop - self.start}[whence]
+        self.position = max(0, base + offset)
+        self.stream.seek(self.start + self.position)
+        return self.position
+
+    def readinto(self, buffer) -> int:
+        n = max(0, min(len(buffer), self.stop - self.start - self.position))
+        if n == 0:
+            return 0
+        data = self.stream.read(n)
+        buffer[: len(data)] = data
+        self.position += len(data)
+        return len(data)

@@ -5,13 +5,22 @@ A stage processes *units* (an input file, or an upstream shard). Unit `rank` wri
 then a completion record `<out>/_progress/<stage>/<rank>.json`. A rerun skips units that have their
 record and deletes the partial files of units that do not, so a killed run resumes without
 duplicates.
+
+Whether completed units may be kept at all is one policy for every stage (`keep_or_restart`): the stage's
+fingerprint (its inputs with sizes and checksums, its config, the code version of its operators) is saved
+beside its records; a rerun with another fingerprint stops with one line naming what differs, unless it
+asks to restart, which clears the stage's records and outputs.
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import json
 import os
+import shutil
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -120,3 +129,104 @@ def discard_partial_unit(out_dir: str | Path, stage: str, rank: int) -> int:
 
 def stage_files(out_dir: str | Path, kind: str, stage: str) -> list[Path]:
     return sorted((Path(out_dir) / kind / stage).glob("part-*.parquet"))
+
+
+class RunMismatch(ValueError):
+    """A rerun into a run directory whose stage was made from other inputs, config or code."""
+
+
+def keep_or_restart(out_dir: str | Path, stage: str, parts: dict[str, Any], outputs: list[Path],
+                    restart: bool = False) -> None:
+    """Keep the stage's completed units if they were made with these `parts` (name -> JSON-able value:
+    inputs, config, code...); otherwise refuse (RunMismatch naming what differs) or, with `restart`,
+    remove its records and `outputs` and start it afresh."""
+    out_dir = Path(out_dir)
+    records = out_dir / "_progress" / stage
+    check_fingerprint(records / "fingerprint.json", parts,
+                      [records, *outputs, *(out_dir / kind / stage for kind in KINDS)], restart,
+                      f"{out_dir}: stage '{stage}'", started=bool(completed_units(out_dir, stage)))
+
+
+def check_fingerprint(marker: Path, parts: dict[str, Any], clear: list[Path], restart: bool, what: str,
+                      started: bool = False) -> None:
+    """The policy itself: `marker` holds the fingerprint the work under `clear` was made with. Equal: keep
+    it. Different (or `started` work without one): RunMismatch, or with `restart` remove `clear`."""
+    parts = json.loads(json.dumps(parts, sort_keys=True, default=str))
+    if marker.exists():
+        saved = json.loads(marker.read_text()).get("parts")
+        if saved == parts:
+            return
+        if not restart:
+            raise RunMismatch(f"{what} was made with {differences(saved or {}, parts)}; "
+                              "rerun with --restart to redo it, or use a new --out")
+    elif started and not restart:
+        raise RunMismatch(f"{what} has completed work of unknown inputs and config; "
+                          "rerun with --restart to redo it, or use a new --out")
+    for path in clear:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    write_json_atomic({"parts": parts}, marker)
+
+
+def differences(saved: dict[str, Any], parts: dict[str, Any]) -> str:
+    """What differs between two fingerprints, in words: 'another config (filters.gopher_quality)'."""
+    said = []
+    for name in sorted(set(saved) | set(parts)):
+        old, new = saved.get(name), parts.get(name)
+        if old == new:
+            continue
+        where = ""
+        if isinstance(old, dict) and isinstance(new, dict):
+            where = ", ".join(_changed_keys(old, new)[:4])
+        elif isinstance(old, list) and isinstance(new, list) and name == "inputs":
+            gone = [_input_name(i) for i in old if i not in new]
+            added = [_input_name(i) for i in new if i not in old]
+            where = "; ".join(filter(None, (f"was {', '.join(gone[:3])}" if gone else "",
+                                            f"now {', '.join(added[:3])}" if added else "")))
+        said.append(f"{'other' if name == 'inputs' else 'another'} {name}" + (f" ({where})" if where else ""))
+    return " and ".join(said) or "another fingerprint"
+
+
+def _changed_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
+    keys = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            keys.extend(_changed_keys(a, b, f"{prefix}{key}."))
+        else:
+            keys.append(f"{prefix}{key}")
+    return keys
+
+
+def _input_name(item: Any) -> str:
+    path = item.get("path") if isinstance(item, dict) else item[0] if isinstance(item, list) else item
+    return Path(str(path)).name
+
+
+def code_version(*modules: str) -> str:
+    """A digest of the source files of `modules` (dotted names): an edit to an operator changes it."""
+    digest = hashlib.sha256()
+    for name in sorted(set(modules)):
+        spec = importlib.util.find_spec(name)
+        digest.update(name.encode())
+        if spec and spec.origin and os.path.exists(spec.origin):
+            digest.update(Path(spec.origin).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def shard_digest(path: str | Path) -> list:
+    """(name, size, checksum of its Parquet footer) of a shard we wrote: the footer holds every column
+    chunk's offsets, sizes and statistics, so a rewritten shard changes it, and reading it is cheap."""
+    path = Path(path)
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        handle.seek(max(0, size - 8))
+        tail = handle.read(8)
+        footer = int.from_bytes(tail[:4], "little") if len(tail) == 8 else 0
+        handle.seek(max(0, size - 8 - footer))
+        checksum = hashlib.sha256(handle.read()).hexdigest()[:16]
+    return [path.name, size, checksum]

@@ -135,7 +135,8 @@ def test_catalog_exposes_clusters(english_run):
 
 
 def test_rerun_resumes_and_a_new_merge_relabels_only(english_run, tmp_path):
-    """A rerun redoes nothing; asking for 5 super-clusters redoes the labelling, not embed or k-means."""
+    """A rerun redoes nothing; asking for 5 super-clusters is refused, and with --restart redoes the
+    labelling, not embed or k-means."""
     original, _ = english_run
     run = tmp_path / "run"
     shutil.copytree(original, run)
@@ -150,7 +151,9 @@ def test_rerun_resumes_and_a_new_merge_relabels_only(english_run, tmp_path):
 
     config = tmp_path / "climb.yaml"
     config.write_text("cluster:\n  n_super_clusters: 5\n")
-    result = CliRunner().invoke(app, ["cluster", str(config), "--out", str(run)])
+    refused = CliRunner().invoke(app, ["cluster", str(config), "--out", str(run)])
+    assert refused.exit_code == 2 and "another config (n_super_clusters)" in refused.output, refused.output
+    result = CliRunner().invoke(app, ["cluster", str(config), "--out", str(run), "--restart"])
     assert result.exit_code == 0, result.output
     assert "5 super-clusters" in result.output
     assert finished("embed") == before["embed"] and finished("assign") == before["assign"]

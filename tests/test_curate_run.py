@@ -23,7 +23,8 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from flows.curate import RunMismatch, curate
+from flows.curate import curate
+from flows.engine import RunMismatch
 from mixforge.local_cluster import prefect_api_url
 from storage.manifest import load_manifest
 from storage.shards import KINDS
@@ -62,7 +63,7 @@ def config_file(sample_corpus, tmp_path_factory) -> Path:
     (folder / "planted.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in planted))
     path = folder / "curate.yaml"
     inputs = [str(sample_corpus / name) for name in SAMPLE_FILES] + [str(folder / "planted.jsonl")]
-    config = {"inputs": {"paths": inputs},
+    config = {"inputs": {"paths": inputs, "unit_bytes": 100_000},  # the WET file is read in 5 parts
               "ray": {"num_cpus": 2},
               "tokenize": {"write_token_shards": True}}
     path.write_text(yaml.safe_dump(config))

@@ -23,8 +23,10 @@ from dedup_inputs import (
     write_shards,
 )
 
+from flows.engine import fan_out
 from operators.dup_clusters import DedupResult, mark_shards
 from operators.minhash_dedup import REASON, MinHashConfig, MinHashDedup, MinHasher, _match_bucket, minhash_dedup
+from storage.shards import RunMismatch
 
 N_SHARDS = 4
 
@@ -50,8 +52,8 @@ def planted_run(ray_local, tmp_path_factory) -> PlantedRun:
     write_jsonl(corpus.texts, ids, root / "jsonl")
     with ThreadPoolExecutor(1) as pool:
         theirs = pool.submit(datatrove_minhash, root / "jsonl", root / "datatrove")
-        result = minhash_dedup(shards, root / "work")
-        mark_stats = mark_shards(shards, result, root / "out", "dedup")
+        result = minhash_dedup(shards, root / "work", tasks=fan_out)  # through the engine's Ray fan-out
+        mark_stats = mark_shards(shards, result, root / "out", "dedup", tasks=fan_out)
         datatrove = theirs.result()
     return PlantedRun(corpus, ids, shards, root / "work", root / "out", result, mark_stats, datatrove)
 
@@ -151,7 +153,7 @@ def test_marked_shards_keep_the_smallest_id_of_each_cluster(planted_run):
     assert set(kept["id"].to_pylist()) | set(dropped["id"].to_pylist()) == set(planted_run.ids)
 
 
-def test_rerun_skips_completed_units_and_restarts_on_other_inputs(planted_run, tmp_path):
+def test_rerun_skips_completed_units_and_refuses_other_inputs(planted_run, tmp_path):
     work = tmp_path / "work"
     shutil.copytree(planted_run.work, work)
     clusters = work / "minhash" / "clusters" / "shard-00000.parquet"
@@ -159,8 +161,10 @@ def test_rerun_skips_completed_units_and_restarts_on_other_inputs(planted_run, t
     again = minhash_dedup(planted_run.shards, work)
     assert again.stats == planted_run.result.stats
     assert clusters.stat().st_mtime_ns == before
-    # Other inputs: the stale units are discarded, not mixed in.
-    fewer = minhash_dedup(planted_run.shards[:2], work)
+    # Other inputs: refused, naming them; with restart the stale units are discarded, not mixed in.
+    with pytest.raises(RunMismatch, match="other inputs"):
+        minhash_dedup(planted_run.shards[:2], work)
+    fewer = minhash_dedup(planted_run.shards[:2], work, restart=True)
     assert fewer.stats["docs"] == sum(pq.ParquetFile(p).metadata.num_rows for p in planted_run.shards[:2])
     assert len(fewer.cluster_files) == 2
     assert not (work / "minhash" / "bands" / "bucket-00" / "shard-00003.parquet").exists()

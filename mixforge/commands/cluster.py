@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from mixforge.options import RayAddress, RunDir, load_sections
+from mixforge.options import RayAddress, Restart, RunDir, load_sections
 
 
 def register(app: typer.Typer) -> None:
@@ -19,6 +19,7 @@ def cluster(
     config: Path = typer.Argument(None, help="YAML with `cluster:` and `embed:` sections (both optional; a full "
                                              "run config works too). Omit for the defaults."),
     ray_address: RayAddress = None,
+    restart: Restart = False,
 ) -> None:
     """Embed, k-means, prune and merge a run's documents into clusters and super-clusters (CLIMB)."""
     from flows.cluster import ClusterConfig, EmbedConfig
@@ -28,7 +29,8 @@ def cluster(
     if config is not None:
         sections = load_sections(config, {"cluster": ClusterConfig, "embed": EmbedConfig})
         cluster_config, embed_config = sections["cluster"], sections["embed"]
-    result = cluster_flow(out=str(out), config=cluster_config, embed=embed_config, ray_address=ray_address)
+    result = cluster_flow(out=str(out), config=cluster_config, embed=embed_config, ray_address=ray_address,
+                          restart=restart)
     typer.echo(f"\n{result['documents']:,} documents in {result['clusters']} clusters, "
                f"{result['super_clusters']} super-clusters, {result['pruned_documents']:,} pruned.")
     typer.echo(f"Look: mixforge sql {out} \"SELECT cluster, super_cluster, size, terms FROM clusters\"")

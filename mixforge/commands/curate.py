@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from mixforge.options import Progress, RayAddress, RunDir, fail, print_summary
+from mixforge.options import Progress, RayAddress, Restart, RunDir, fail, print_summary
 
 
 def register(app: typer.Typer) -> None:
@@ -20,17 +20,18 @@ def curate(
     config: Path = typer.Argument(..., help="Run config (YAML); `mixforge init-config` prints a documented one."),
     ray_address: RayAddress = None,
     progress: Progress = True,
+    restart: Restart = False,
 ) -> None:
     """Read, language-ID, filter, dedup and tokenize the config's inputs into `<out>/shards/tokenize`."""
     from flows.config import ConfigError, load_config
-    from flows.curate import RunMismatch
     from flows.curate import curate as curate_flow
+    from flows.engine import RunMismatch
     from operators.reader import expand_inputs
 
     try:
         run_config = load_config(config)
         expand_inputs(run_config.inputs.paths)  # before the flow starts: one line, not Prefect's traceback
-        curate_flow(config=run_config, out=out, ray_address=ray_address, progress=progress)
+        curate_flow(config=run_config, out=out, ray_address=ray_address, progress=progress, restart=restart)
     except (ConfigError, RunMismatch, FileNotFoundError) as error:  # what the user can fix: bad config or paths
         fail(error)
     print_summary(out)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from mixforge.options import Progress, RayAddress, RunDir, fail, print_summary
+from mixforge.options import Progress, RayAddress, Restart, RunDir, fail, print_summary
 
 
 def register(app: typer.Typer) -> None:
@@ -24,7 +24,7 @@ def run(
 ) -> None:
     """Run the whole pipeline from one config: curate, then cluster, score, select, mixture experiment."""
     from flows.config import ConfigError, load_config
-    from flows.curate import RunMismatch
+    from flows.engine import RunMismatch
     from flows.pipeline import PipelineConfig, pipeline
     from operators.reader import expand_inputs
 
@@ -46,6 +46,8 @@ def ingest(
     id_key: str = typer.Option("id", help="Field holding each document's own id in JSONL/Parquet inputs (kept as "
                                            "its id; documents without one get a generated id)."),
     max_doc_mb: float = typer.Option(8.0, help="Quarantine documents larger than this (MiB)."),
+    unit_mb: float = typer.Option(64.0, help="Target size of a unit of work (MiB): larger inputs are split."),
+    restart: Restart = False,
 ) -> None:
     """Read inputs into Parquet shards (`<out>/shards/ingest`), quarantine what cannot be read."""
     from flows.ingest import ingest as ingest_flow
@@ -53,7 +55,7 @@ def ingest(
 
     expand_inputs(list(inputs))  # a missing input or unknown format is one line before the flow starts
     ingest_flow(inputs=list(inputs), out=str(out), ray_address=ray_address, text_key=text_key, id_key=id_key,
-                max_doc_bytes=int(max_doc_mb * 2**20))
+                max_doc_bytes=int(max_doc_mb * 2**20), unit_bytes=int(unit_mb * 2**20), restart=restart)
     print_summary(out)
     typer.echo(f"\nQuery it: mixforge sql {out} \"SELECT count(*) FROM docs\"")
 

@@ -1,0 +1,93 @@
+"""The engine's resume policy and units smaller than files.
+
+One policy for every flow: a rerun into a run directory made from other inputs (or config, or code) is refused
+with one line naming what differs, and `--restart` redoes it. Units: a big JSONL (cut at lines), a WARC (cut
+where records start) and a Parquet file (by row groups) read as parts by several workers give exactly what
+reading them whole gives: the same documents, ids, offsets, quarantine rows and counts.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from flows.ingest import ingest
+from mixforge.cli import app
+from storage.manifest import load_manifest
+from storage.shards import RunMismatch, keep_or_restart, stage_files
+
+
+def read_stage(run: Path, kind: str) -> pa.Table:
+    tables = [pq.read_table(path) for path in stage_files(run, kind, "ingest")]
+    table = pa.concat_tables(tables, promote_options="permissive") if tables else pa.table({"id": []})
+    return table.sort_by([(c, "ascending") for c in ("id", "source", "offset") if c in table.column_names])
+
+
+def test_ingest_of_other_inputs_into_a_run_is_refused_until_restart(ray_local, tmp_path):
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    a.write_text("".join(json.dumps({"text": f"document a{i}"}) + "\n" for i in range(3)))
+    b.write_text("".join(json.dumps({"text": f"document b{i}"}) + "\n" for i in range(4)))
+    run = tmp_path / "r"
+    runner = CliRunner()
+    first = runner.invoke(app, ["ingest", str(a), "--out", str(run)])
+    assert first.exit_code == 0, first.output
+    refused = runner.invoke(app, ["ingest", str(b), "--out", str(run)])
+    assert refused.exit_code == 2, refused.output
+    lines = [line for line in refused.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "other inputs (was a.jsonl; now b.jsonl)" in lines[0]
+    assert "--restart" in lines[0]
+    assert sorted(read_stage(run, "shards").column("text").to_pylist()) == [f"document a{i}" for i in range(3)]
+
+    again = runner.invoke(app, ["ingest", str(a), "--out", str(run)])  # the same inputs resume, redo nothing
+    assert again.exit_code == 0, again.output
+    restarted = runner.invoke(app, ["ingest", str(b), "--out", str(run), "--restart"])
+    assert restarted.exit_code == 0, restarted.output
+    assert sorted(read_stage(run, "shards").column("text").to_pylist()) == [f"document b{i}" for i in range(4)]
+    assert [f.path for f in load_manifest(run).inputs] == [str(b)]
+
+
+def test_the_refusal_names_the_changed_setting(tmp_path):
+    keep_or_restart(tmp_path, "filter", {"config": {"filters": {"gopher": {"min_words": 50}}}, "code": "x"}, [])
+    with pytest.raises(RunMismatch, match=r"another config \(filters.gopher.min_words\)") as refused:
+        keep_or_restart(tmp_path, "filter", {"config": {"filters": {"gopher": {"min_words": 10}}}, "code": "x"}, [])
+    assert "\n" not in str(refused.value)
+    with pytest.raises(RunMismatch, match="another code"):
+        keep_or_restart(tmp_path, "filter", {"config": {"filters": {"gopher": {"min_words": 50}}}, "code": "y"}, [])
+
+
+@pytest.fixture(scope="module")
+def big_inputs(sample_corpus, tmp_path_factory) -> list[str]:
+    """One plain JSONL of 9 MB (the Python docs, a bad line in the middle), the sample WARC (per-record gzip),
+    and a Parquet file of many row groups."""
+    folder = tmp_path_factory.mktemp("big")
+    lines = gzip.decompress((sample_corpus / "docs" / "python-doc.jsonl.gz").read_bytes()).splitlines(keepends=True)
+    lines.insert(len(lines) // 2, b"{not json\n")
+    (folder / "python.jsonl").write_bytes(b"".join(lines))
+    shutil.copy(sample_corpus / "web" / "sample.warc.gz", folder / "sample.warc.gz")
+    table = pq.read_table(sample_corpus / "docs" / "debian-handbook.parquet")
+    pq.write_table(table, folder / "handbook.parquet", row_group_size=200)
+    return [str(folder / name) for name in ("python.jsonl", "sample.warc.gz", "handbook.parquet")]
+
+
+def test_big_files_split_across_workers_equal_the_unsplit_run(big_inputs, ray_local, tmp_path):
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    ingest(inputs=big_inputs, out=str(whole), progress=False)
+    ingest(inputs=big_inputs, out=str(split), unit_bytes=300_000, progress=False)
+    units = [json.loads(p.read_text())["input"] for p in sorted((split / "_progress" / "ingest").glob("0*.json"))]
+    for path in big_inputs:  # every file was cut into several parts
+        assert sum(unit.startswith(f"{path}#part=") for unit in units) >= 3, path
+    assert len(list((whole / "_progress" / "ingest").glob("0*.json"))) == len(big_inputs)
+    for kind in ("shards", "dropped", "quarantine"):
+        ours, theirs = read_stage(split, kind), read_stage(whole, kind)
+        assert ours.num_rows == theirs.num_rows and ours.equals(theirs), kind
+    assert read_stage(whole, "quarantine").num_rows == 1  # the bad line, at its offset in the file
+    counts = [load_manifest(run).stages["ingest"].counts for run in (whole, split)]
+    assert [{k: v for k, v in c.items() if k != "seconds"} for c in counts][0] == \
+        [{k: v for k, v in c.items() if k != "seconds"} for c in counts][1]
