@@ -1,8 +1,9 @@
 """Start a deployed flow from the dashboard through the Prefect API, and follow its run's state.
 
 The form comes from the deployment's own parameter schema, so it follows the flow's signature as it
-changes. Without a reachable server or deployment the caller gets PrefectUnavailable, one line that
-says which and what to do; the app never starts an ephemeral server of its own.
+changes. `mixforge ui` brings a local server serving `mixture_experiment` when none is configured
+(dashboards/local_prefect.py); without a reachable server or deployment the caller gets
+PrefectUnavailable, one line that says which and what to do.
 """
 
 from __future__ import annotations
@@ -47,20 +48,22 @@ def find_deployments(flow_name: str) -> list[Deployment]:
 
     api = PREFECT_API_URL.value()
     if not api:
-        raise PrefectUnavailable(f"No Prefect server configured (PREFECT_API_URL is not set): start one with "
-                                 f"`prefect server start`, deploy `{flow_name}`, and restart the dashboard.")
+        raise PrefectUnavailable(f"No Prefect server configured (PREFECT_API_URL is not set): start the dashboard "
+                                 f"with `mixforge ui RUN`, which serves `{flow_name}` on a local Prefect server.")
     try:
         with get_client(sync_client=True) as client:
             unhealthy = client.api_healthcheck()
             if unhealthy is not None:
                 raise PrefectUnavailable(f"The Prefect server at {api} is not reachable: {_one_line(unhealthy)}")
-            found = client.read_deployments(flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])))
+            found = [d for d in client.read_deployments(flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])))
+                     if not d.paused]  # a paused one is no longer served (its dashboard stopped)
     except PrefectUnavailable:
         raise
     except Exception as error:  # the server's or the network's failure, whatever its class
         raise PrefectUnavailable(f"The Prefect server at {api} did not answer: {_one_line(error)}") from None
     if not found:
-        raise PrefectUnavailable(f"The Prefect server at {api} has no deployment of `{flow_name}`: deploy it first.")
+        raise PrefectUnavailable(f"The Prefect server at {api} has no active deployment of `{flow_name}`: deploy "
+                                 "it first (`mixforge ui` without PREFECT_API_URL serves one itself).")
     return [Deployment(name=f"{flow_name}/{d.name}", id=d.id, defaults=dict(d.parameters or {}),
                        schema=dict((d.parameter_openapi_schema or {}).get("properties", {})),
                        required=list((d.parameter_openapi_schema or {}).get("required", [])))

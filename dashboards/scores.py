@@ -102,7 +102,7 @@ def show_scorers(run_dir: Path) -> None:
     st.subheader("Scorers trained from this run")
     st.caption(f"Models and what they learnt from are in {SCORERS}/ (read its Parquet files with SQL: "
                f"`read_parquet('{run_dir / SCORERS}/preselect_strength.parquet')`).")
-    st.dataframe(scorer_rows(records), hide_index=True)
+    st.table(scorer_rows(records).set_index("scorer"))
     if "preselect" in records:
         family = pd.DataFrame(records["preselect"]["family"])[["path", "domain", "train_docs", "benchmark_bpb"]]
         st.caption("PreSelect's model family: each model's benchmark score is minus its bits per byte on the "

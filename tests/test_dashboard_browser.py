@@ -1,12 +1,15 @@
-"""The dashboard in a real browser: `mixforge ui` on a demo run, Debian's headless Chromium driven by
-Playwright (by executable path; no browser is downloaded), every page opened, a SQL query run and
-downloaded, RegMix fitted on the released runs, and the real `mixture_experiment` flow launched through a
-real Prefect server from the form built from its deployment's schema, followed to completion, and its
-experiment (proxies trained on Ray, the fit, the best mixture) found in the run. Screenshots go to a
-temporary folder (printed).
+"""The dashboard in a real browser on the run `make demo` makes (tests/demo_run.py runs the Makefile's own
+command): `mixforge ui` with no Prefect server configured, so it starts its own on 127.0.0.1 and serves
+`mixture_experiment`; Debian's headless Chromium driven by Playwright (by executable path; no browser is
+downloaded). Every page opened and checked for its content (the funnel and the best mixture, a SQL query run
+and downloaded, the cluster table, the quality scores and the scorers trained from the run, the run's RegMix
+experiment fitted), an experiment launched from the RegMix page's form (built from the served deployment's
+schema, prefilled with the run's own experiment settings) and followed to completion, its experiment found in
+the run, and the local Prefect server gone once the dashboard stops. Screenshots go to a temporary folder
+(printed).
 
-The deployment's defaults keep the experiment small (proxies of ~70k parameters on 8,000 tokens each): a
-launch completed in about 25 s here, most of it starting the flow run's process and a local Ray.
+The launch trains four proxies of ~20k parameters on 8,000 tokens each: about a minute here, most of it starting
+the flow run's process and a local Ray.
 """
 
 from __future__ import annotations
@@ -25,11 +28,14 @@ from pathlib import Path
 
 import pytest
 import yaml
+from demo_run import demo_run
 from playwright.sync_api import Locator, Page, expect, sync_playwright
 
+from dashboards.local_prefect import api_healthy
 from mixtures.io import read_metrics, read_mixtures
 from mixtures.proxy import CompactVocab, ProxyConfig
-from tests.test_dashboard_pages import DOMAINS, REGMIX_TARGET, SEARCH_SAMPLES, shared_demo_run
+from storage.catalog import open_catalog, query
+from storage.manifest import load_manifest
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -37,21 +43,10 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 TOKEN = "browser-test-token"
 WAIT_MS = 60_000
 BIN = Path(sys.executable).parent
-RUN_MS = 240_000  # a launched experiment: the flow run's process, a local Ray, the proxies
+UI_START_S = 300  # `mixforge ui` waits for its Prefect server (first start: a new database) and the deployment
+RUN_MS = 300_000  # a launched experiment: the flow run's process, a local Ray, the proxies
 PROXY = {"d_model": 16, "n_layers": 1, "n_heads": 1, "seq_len": 32, "batch_size": 8, "eval_tokens": 1024}
-DEPLOYMENT_PARAMETERS = {"by": "domain", "targets": ["science"], "rounds": [8], "budget_tokens": 8_000,
-                         "n_samples": 2_000, "top_k": 16, "proxy": PROXY}
-SERVE = """
-import json
-import sys
-
-from prefect.types.entrypoint import EntrypointType
-
-from flows.mixture_experiment import mixture_experiment
-
-mixture_experiment.serve(name="dashboard-test", parameters=json.loads(sys.argv[1]),
-                         entrypoint_type=EntrypointType.MODULE_PATH)
-"""
+LAUNCH = {"rounds": [4], "budget_tokens": 8_000, "model": "linear", "proxy": PROXY}
 
 
 def free_port() -> int:
@@ -71,7 +66,7 @@ def stop(process: subprocess.Popen) -> None:
     if process.poll() is None:
         os.killpg(process.pid, signal.SIGTERM)
         try:
-            process.wait(15)
+            process.wait(60)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
@@ -99,34 +94,26 @@ def wait_for(check, what: str, process: subprocess.Popen, log: Path, seconds: fl
 
 
 @pytest.fixture(scope="module")
-def dashboard(tmp_path_factory, regmix_data):
-    """A Prefect server serving a `mixture_experiment` deployment, and `mixforge ui` (with an access token)
-    on a copy of the demo run (the launched experiment writes into the run; the shared one stays as the page
-    tests read it); the dashboard's URL, the run and the Prefect API URL."""
+def dashboard(tmp_path_factory):
+    """`mixforge ui` (with an access token, without PREFECT_API_URL) on a copy of the demo run (the launched
+    experiment writes into the run; the shared one stays as test_pipeline.py reads it): the dashboard's URL,
+    the run, the API of the Prefect server it started, its process and log."""
     work = tmp_path_factory.mktemp("browser")
     prefect_api = f"http://127.0.0.1:{free_port()}/api"
     ui_url = f"http://127.0.0.1:{free_port()}"
-    env = {k: v for k, v in os.environ.items() if k != "MIXFORGE_UI_TOKEN"}
-    env.update(PREFECT_HOME=str(work / "prefect-home"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
-               PREFECT_API_URL=prefect_api)
-    run = Path(shutil.copytree(shared_demo_run(tmp_path_factory.getbasetemp(), regmix_data), work / "run"))
-    logs = {name: work / f"{name}.log" for name in ("prefect-server", "ui", "serve")}
-    processes = []
+    env = {k: v for k, v in os.environ.items() if k not in ("MIXFORGE_UI_TOKEN", "PREFECT_API_URL", "RAY_ADDRESS")}
+    # the runner looks for launched runs every 2 s (default 10 s)
+    env.update(PREFECT_HOME=str(work / "prefect-home"), PREFECT_RUNNER_POLL_FREQUENCY="2")
+    run = Path(shutil.copytree(demo_run(tmp_path_factory.getbasetemp()), work / "run"))
+    log = work / "ui.log"
+    ui = start([str(BIN / "mixforge"), "ui", str(run), "--port", ui_url.split(":")[-1], "--prefect-port",
+                prefect_api.split(":")[-1].removesuffix("/api"), "--token", TOKEN], log, env)
     try:
-        processes.append(start([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port",
-                                prefect_api.split(":")[-1].removesuffix("/api")], logs["prefect-server"], env))
-        processes.append(start([str(BIN / "mixforge"), "ui", str(run), "--port", ui_url.split(":")[-1],
-                                "--token", TOKEN], logs["ui"], env))
-        wait_for(lambda: api(f"{prefect_api}/health") is True, "Prefect server", processes[0], logs["prefect-server"])
-        processes.append(start([sys.executable, "-c", SERVE, json.dumps(DEPLOYMENT_PARAMETERS)], logs["serve"], env,
-                               cwd=work))
         wait_for(lambda: urllib.request.urlopen(f"{ui_url}/_stcore/health", timeout=2).read() == b"ok",
-                 "mixforge ui", processes[1], logs["ui"])
-        wait_for(lambda: api(f"{prefect_api}/deployments/filter", {}), "deployment", processes[2], logs["serve"])
-        yield {"url": ui_url, "run": run, "prefect_api": prefect_api, "serve_log": logs["serve"]}
+                 "mixforge ui", ui, log, seconds=UI_START_S)
+        yield {"url": ui_url, "run": run, "prefect_api": prefect_api, "process": ui, "log": log}
     finally:
-        for process in reversed(processes):
-            stop(process)
+        stop(ui)
 
 
 @pytest.fixture(scope="module")
@@ -157,101 +144,174 @@ def choose(select: Locator, option: str) -> None:
     expect(select).to_have_value(option)
 
 
-def test_dashboard_in_chromium(dashboard, page, tmp_path_factory):
+def rows(run: Path, sql: str) -> list[dict]:
+    return query(open_catalog(run), sql).to_pylist()
+
+
+def test_dashboard_on_the_demo_run_in_chromium(dashboard, page, tmp_path_factory):
     shots = tmp_path_factory.mktemp("screenshots")
     print(f"\nscreenshots: {shots}")
+    run = dashboard["run"]
+    manifest = load_manifest(run)
 
     page.goto(dashboard["url"])
     expect(page.get_by_label("Access token", exact=True)).to_be_visible(timeout=WAIT_MS)
     expect(page.get_by_text("Funnel")).to_have_count(0)
     page.screenshot(path=shots / "0-token.png")
 
+    # Runs: the funnel through every stage, tokens by group, the best mixture the pipeline found
     page.goto(f"{dashboard['url']}/?token={TOKEN}")
     expect(page.get_by_text("Funnel", exact=True)).to_be_visible(timeout=WAIT_MS)
     settled(page)
-    expect(page.locator(".js-plotly-plot")).to_have_count(2, timeout=WAIT_MS)
     assert "token=" not in page.url
+    expect(page.get_by_text("Best mixture", exact=True)).to_be_visible()
+    expect(page.locator(".js-plotly-plot")).to_have_count(3, timeout=WAIT_MS)
     body = page.locator("body").inner_text()
-    assert "634 dropped (634 too_short)" in body and "1 quarantined" in body
+    selected = manifest.stages["select"].counts
+    assert f"{selected['docs_in']:,} documents in, {selected['docs_out']:,} kept" in body
+    assert f"{manifest.stages['ingest'].counts['docs_in']:,} documents in" in body and "not_selected" in body
     page.screenshot(path=shots / "1-runs.png", full_page=True)
 
+    # SQL: writes refused; the super-clusters of the selected documents, downloaded
     open_page(page, "SQL", "SQL")
-    query = page.get_by_label("Query", exact=True)
-    query.fill("COPY (SELECT * FROM docs) TO 'out.csv'")
+    query_box = page.get_by_label("Query", exact=True)
+    query_box.fill("COPY (SELECT * FROM docs) TO 'out.csv'")
     page.get_by_role("button", name="Run query").click()
     expect(page.get_by_text("refused a COPY statement")).to_be_visible(timeout=WAIT_MS)
-    query.fill("SELECT domain, count(*) AS docs, sum(n_tokens) AS tokens FROM docs GROUP BY 1 ORDER BY 1")
+    sql = "SELECT super_cluster, count(*) AS docs, sum(n_tokens) AS tokens FROM docs GROUP BY 1 ORDER BY 1"
+    expected = rows(run, sql)
+    query_box.fill(sql)
     page.get_by_role("button", name="Run query").click()
-    expect(page.get_by_text("8 row(s)")).to_be_visible(timeout=WAIT_MS)
+    expect(page.get_by_text(f"{len(expected)} row(s)")).to_be_visible(timeout=WAIT_MS)
     settled(page)
     with page.expect_download() as download:
         page.get_by_role("button", name="Download CSV").click()
     lines = Path(download.value.path()).read_text().splitlines()
-    assert lines[0] == '"domain","docs","tokens"' and len(lines) == 9 and lines[1].startswith('"computers",')
+    assert lines[0] == '"super_cluster","docs","tokens"' and len(lines) == len(expected) + 1
+    assert lines[1] == ",".join(str(expected[0][k]) for k in ("super_cluster", "docs", "tokens"))
     page.screenshot(path=shots / "2-sql.png", full_page=True)
 
-    open_page(page, "Clusters", "Cluster table (8 clusters)")
+    # Clusters: CLIMB's map and cluster table
+    n_clusters = rows(run, "SELECT count(*) AS n FROM clusters")[0]["n"]
+    open_page(page, "Clusters", f"Cluster table ({n_clusters} clusters)")
     expect(page.locator(".js-plotly-plot")).to_have_count(2, timeout=WAIT_MS)
     page.screenshot(path=shots / "3-clusters.png", full_page=True)
 
+    # Scores: the quality scores the run's own scorers wrote, and those scorers
     open_page(page, "Scores", "Threshold preview")
+    score = page.get_by_role("combobox", name="Score", exact=True)
+    choose(score, "dclm_score")
+    settled(page)
     expect(page.get_by_text("Documents kept")).to_be_visible()
+    expect(page.locator(".js-plotly-plot")).to_have_count(2, timeout=WAIT_MS)
+    expect(page.get_by_text("Scorers trained from this run", exact=True)).to_be_visible()
+    body = page.locator("body").inner_text()
+    assert all(name in body for name in ("DCLM-style fastText", "PreSelect", "DataMan students"))
+    kept = rows(run, "SELECT count(*) AS n FROM docs")[0]["n"]
+    assert f"of {kept:,}" in page.get_by_test_id("stMetric").filter(has_text="Documents kept").inner_text()
+    choose(score, "preselect")
+    settled(page)
     expect(page.locator(".js-plotly-plot")).to_have_count(2, timeout=WAIT_MS)
     page.screenshot(path=shots / "4-scores.png", full_page=True)
 
+    # RegMix: the run's own experiment over its super-clusters, fitted
+    target = manifest.config["mixture"]["targets"][0]
+    experiment = f"mixtures/regmix-{target}"
+    supers = sorted({str(r["super_cluster"]) for r in rows(run, "SELECT DISTINCT super_cluster FROM docs")})
     open_page(page, "RegMix", "RegMix")
-    expect(page.get_by_text(REGMIX_TARGET).first).to_be_visible()
-    page.get_by_label("Candidate mixtures", exact=True).fill(str(SEARCH_SAMPLES))
+    expect(page.get_by_role("combobox", name="Experiment", exact=True)).to_have_value(experiment, timeout=WAIT_MS)
+    expect(page.get_by_text(f"8 runs over {len(supers)} domains, ", exact=False)).to_be_visible()
+    choose(page.get_by_role("combobox", name="Model", exact=True), "linear")
     page.get_by_role("button", name="Fit", exact=True).click()
     spearman = page.get_by_test_id("stMetric").filter(has_text="Spearman")
     expect(spearman).to_be_visible(timeout=WAIT_MS * 2)
     settled(page)
-    assert float(spearman.get_by_test_id("stMetricValue").inner_text()) >= 0.9
+    assert -1 <= float(spearman.get_by_test_id("stMetricValue").inner_text()) <= 1
     expect(page.get_by_text("Best mixture", exact=True)).to_be_visible()
     page.screenshot(path=shots / "5-regmix.png", full_page=True)
 
-    # Launch the real flow through Prefect: the form comes from the deployment's schema, the run dir is filled
-    # in, the researcher picks the targets, the number of proxies and the predictor.
-    expect(page.get_by_role("combobox", name="Deployment")).to_have_value("mixture_experiment/dashboard-test",
+    # Launch through the Prefect server `mixforge ui` started: the form comes from the served deployment, with
+    # the run and its own experiment's settings filled in; another super-cluster as the target, fewer and
+    # smaller proxies.
+    expect(page.get_by_role("combobox", name="Deployment")).to_have_value("mixture_experiment/ui-run",
                                                                           timeout=WAIT_MS)
-    run = dashboard["run"]
     assert page.get_by_label("run_dir (required)", exact=True).input_value() == str(run)
-    assert json.loads(page.get_by_label("proxy (JSON)", exact=True).input_value()) == PROXY
-    page.get_by_label("targets (required) (JSON)", exact=True).fill('["science", "law"]')
-    page.get_by_label("rounds (JSON)", exact=True).fill("[4]")
+    assert json.loads(page.get_by_label("targets (required) (JSON)", exact=True).input_value()) == [target]
+    assert page.get_by_label("by (required)", exact=True).input_value() == "super_cluster"
+    other = max((r for r in rows(run, "SELECT CAST(super_cluster AS VARCHAR) AS s, sum(n_tokens) AS t FROM docs "
+                                      "GROUP BY 1") if r["s"] != target), key=lambda r: r["t"])["s"]
+    page.get_by_label("targets (required) (JSON)", exact=True).fill(json.dumps([other]))
+    page.get_by_label("rounds (JSON)", exact=True).fill(json.dumps(LAUNCH["rounds"]))
+    page.get_by_label("budget_tokens", exact=True).fill(str(LAUNCH["budget_tokens"]))
+    page.get_by_label("proxy (JSON)", exact=True).fill(json.dumps(PROXY))
     choose(page.get_by_role("combobox", name="model", exact=True), "linear")
     page.get_by_role("button", name="Launch", exact=True).click()
     final = page.get_by_text(re.compile(r"^(Completed|Failed|Crashed|Cancelled)$"))
     expect(final).to_be_visible(timeout=RUN_MS)
-    assert final.inner_text() == "Completed", dashboard["serve_log"].read_text()[-3000:]
+    assert final.inner_text() == "Completed", dashboard["log"].read_text()[-3000:]
     page.screenshot(path=shots / "6-launched.png", full_page=True)
-    sent = {**DEPLOYMENT_PARAMETERS, "run_dir": str(run), "targets": ["science", "law"], "rounds": [4],
-            "method": "regmix", "model": "linear", "seed": 0}
     runs = api(f"{dashboard['prefect_api']}/flow_runs/filter", {})
-    assert [(r["parameters"], r["state_type"]) for r in runs] == [(sent, "COMPLETED")]
-    assert [a["key"] for a in api(f"{dashboard['prefect_api']}/artifacts/filter", {})] == ["best-mixture"]
+    assert [(r["parameters"]["targets"], r["parameters"]["run_dir"], r["state_type"]) for r in runs] == [
+        ([other], str(run), "COMPLETED")]
+    assert {k: runs[0]["parameters"][k] for k in LAUNCH} == LAUNCH
 
-    # What the run wrote: one row per proxy trained with the deployment's proxy settings, the fit, the best mixture.
-    out = run / "mixtures" / "regmix-science-law"
+    # What the run wrote: one row per proxy trained with the launched settings, the fit, the best mixture
+    out = run / "mixtures" / f"regmix-{other}"
     ratios, metrics = read_mixtures(out / "ratios.csv"), read_metrics(out / "metrics.csv")
-    assert len(ratios) == 4 and list(metrics.index) == list(ratios.index) and set(ratios.columns) == set(DOMAINS)
-    assert {"science_val_loss", "law_val_loss"} <= set(metrics.columns)
-    assert (metrics["train_tokens"] >= sent["budget_tokens"]).all()
-    vocab = CompactVocab.load(out / "vocab.npy")
-    assert (metrics["params"] == ProxyConfig(**PROXY).n_params(vocab.size)).all()
+    assert len(ratios) == 4 and list(metrics.index) == list(ratios.index) and sorted(ratios.columns) == supers
+    assert (metrics["train_tokens"] >= LAUNCH["budget_tokens"]).all()
+    assert (metrics["params"] == ProxyConfig(**PROXY).n_params(CompactVocab.load(out / "vocab.npy").size)).all()
     best = yaml.safe_load((out / "best_mixture.yaml").read_text())
-    assert best["targets"] == list(best["predicted"]) == ["science_val_loss", "law_val_loss"]
-    assert best["runs"] == 4 and best["by"] == "domain" and best["run_dir"] == str(run)
-    assert set(best["weights"]) == set(DOMAINS) and sum(best["weights"].values()) == pytest.approx(1)
-    report = json.loads((out / "fit" / "report.json").read_text())
-    assert report["targets"]["law_val_loss"]["n_runs"] == 4
+    assert best["targets"] == [f"{other}_val_loss"] and best["runs"] == 4 and best["by"] == "super_cluster"
+    assert sorted(best["weights"]) == supers and sum(best["weights"].values()) == pytest.approx(1)
 
     # The page, rerun on completion, opens the new experiment.
-    experiment = page.get_by_role("combobox", name="Experiment", exact=True)
-    choose(experiment, "mixtures/regmix-science-law")
-    expect(page.get_by_text(f"4 runs over 8 domains, {len(metrics.columns)} metric(s).", exact=True)).to_be_visible(
-        timeout=WAIT_MS)
+    choose(page.get_by_role("combobox", name="Experiment", exact=True), f"mixtures/regmix-{other}")
+    expect(page.get_by_text(f"4 runs over {len(supers)} domains, {len(metrics.columns)} metric(s).",
+                            exact=True)).to_be_visible(timeout=WAIT_MS)
     page.screenshot(path=shots / "7-experiment.png", full_page=True)
-    assert sorted(p.name for p in shots.iterdir()) == ["0-token.png", "1-runs.png", "2-sql.png", "3-clusters.png",
-                                                        "4-scores.png", "5-regmix.png", "6-launched.png",
-                                                        "7-experiment.png"]
+
+    # Every page of the app (those above and any other) renders a title and content, and no exception.
+    links = page.get_by_test_id("stSidebarNav").get_by_role("link")
+    titles = [links.nth(i).inner_text().strip().splitlines()[-1] for i in range(links.count())]  # after its icon
+    assert {"Runs", "SQL", "Clusters", "Scores", "RegMix"} <= set(titles), titles
+    for title in titles:
+        links.filter(has_text=title).first.click()
+        settled(page)
+        expect(page.locator("h1").first).to_be_visible(timeout=WAIT_MS)
+        expect(page.get_by_test_id("stException")).to_have_count(0)
+        shown = page.get_by_test_id("stMain").get_by_test_id("stElementContainer")
+        assert shown.count() >= 3, (title, page.get_by_test_id("stMain").inner_text())  # title, caption, content
+        page.screenshot(path=shots / f"8-{title.lower()}.png", full_page=True)
+    assert len(list(shots.iterdir())) == 8 + len(titles)
+
+    # The Prefect server lives as long as the dashboard.
+    assert api_healthy(dashboard["prefect_api"])
+    stop(dashboard["process"])
+    assert not api_healthy(dashboard["prefect_api"]), dashboard["log"].read_text()[-2000:]
+
+
+def test_with_prefect_api_url_the_dashboard_uses_that_server(tmp_path, page):
+    """PREFECT_API_URL set: `mixforge ui` starts no server of its own, and the RegMix page asks that one."""
+    configured, local = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if k != "MIXFORGE_UI_TOKEN"}
+    env["PREFECT_API_URL"] = f"http://127.0.0.1:{configured}/api"
+    ui_url = f"http://127.0.0.1:{free_port()}"
+    (tmp_path / "run").mkdir()
+    log = tmp_path / "ui.log"
+    ui = start([str(BIN / "mixforge"), "ui", str(tmp_path / "run"), "--port", ui_url.split(":")[-1],
+                "--prefect-port", str(local)], log, env)
+    try:
+        wait_for(lambda: urllib.request.urlopen(f"{ui_url}/_stcore/health", timeout=2).read() == b"ok",
+                 "mixforge ui", ui, log)
+        with socket.socket() as sock:
+            assert sock.connect_ex(("127.0.0.1", local)) != 0  # nothing listens where a local server would
+        assert "Prefect:" not in log.read_text()
+        page.goto(ui_url)
+        expect(page.get_by_text("Funnel", exact=True).or_(page.get_by_text("No manifest.json", exact=False))
+               ).to_be_visible(timeout=WAIT_MS)
+        open_page(page, "RegMix", "RegMix")
+        expect(page.get_by_text(f"The Prefect server at {env['PREFECT_API_URL']}", exact=False)).to_be_visible(
+            timeout=WAIT_MS)
+    finally:
+        stop(ui)

@@ -1,10 +1,20 @@
-"""`mixforge ui`: the Streamlit dashboard over one run directory."""
+"""`mixforge ui`: the Streamlit dashboard over one run directory.
+
+With PREFECT_API_URL set, the RegMix page launches experiments on that server (deployments of
+`mixture_experiment` made there). Without it, the command brings its own: a local Prefect server on
+127.0.0.1 (reused if one already answers on --prefect-port) serving `mixture_experiment` for this run, for
+as long as the dashboard runs (dashboards/local_prefect.py).
+"""
 
 from __future__ import annotations
 
 import ipaddress
 import os
+import signal
+import subprocess
 import sys
+import tempfile
+from contextlib import nullcontext
 from pathlib import Path
 
 import typer
@@ -23,6 +33,8 @@ def ui(
     token: str = typer.Option(None, envvar="MIXFORGE_UI_TOKEN", show_envvar=True,
                               help="Ask visitors for this token (or ?token=... in the address) before showing "
                                    "anything."),
+    prefect_port: int = typer.Option(4200, help="Without PREFECT_API_URL: port of the local Prefect server the "
+                                                "dashboard starts (or reuses) on 127.0.0.1."),
 ) -> None:
     """Open the dashboard: runs, SQL console, clusters, scores and RegMix, for RUN_DIR."""
     import dashboards
@@ -39,14 +51,36 @@ def ui(
     env.pop(TOKEN_ENV, None)
     if token:
         env[TOKEN_ENV] = token
-    shown = "localhost" if is_loopback(host) else host
-    typer.echo(f"mixforge ui: http://{shown}:{port}/" + ("?token=<your token>" if token else ""))
+    from prefect.settings import PREFECT_API_URL
+
+    from dashboards.local_prefect import LocalPrefectError, local_prefect
+
     app_path = Path(dashboards.__file__).with_name("app.py")
     command = [sys.executable, "-m", "streamlit", "run", str(app_path), "--server.address", host,
                "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
                "--server.fileWatcherType", "none", "--client.toolbarMode", "viewer"]
-    sys.stdout.flush()
-    os.execve(sys.executable, command, env)  # Streamlit takes over this process (and its signals)
+    shown = "localhost" if is_loopback(host) else host
+    # SIGTERM as Ctrl-C, so that the local Prefect server and the serving process stop with the dashboard
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    prefect = (nullcontext(PREFECT_API_URL.value()) if PREFECT_API_URL.value() else
+               local_prefect(run_dir, prefect_port, Path(tempfile.mkdtemp(prefix="mixforge-ui-")), typer.echo))
+    try:
+        with prefect as api:
+            env["PREFECT_API_URL"] = api
+            typer.echo(f"mixforge ui: http://{shown}:{port}/" + ("?token=<your token>" if token else ""))
+            sys.stdout.flush()
+            streamlit = subprocess.Popen(command, env=env)
+            try:
+                streamlit.wait()
+            finally:
+                if streamlit.poll() is None:
+                    streamlit.terminate()
+                    streamlit.wait()
+    except LocalPrefectError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        pass
 
 
 def is_loopback(host: str) -> bool:

@@ -1,0 +1,160 @@
+"""The Prefect server `mixforge ui` brings when none is configured, and the `mixture_experiment` deployment it
+serves for the dashboard's lifetime, so the RegMix page's Launch button runs a real experiment.
+
+Without PREFECT_API_URL, `local_prefect` reuses a Prefect server already answering on 127.0.0.1:<port> or
+starts one there (`prefect server start --host 127.0.0.1`), then starts `python -m dashboards.local_prefect
+RUN` which serves `mixture_experiment` as the deployment `ui-<run name>` (defaults: the run's own experiment
+settings, so one click reruns it), and stops what it started when the dashboard stops. Both processes get
+SIGTERM if the `mixforge ui` process dies without cleaning up (Linux), so no server outlives it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+DEFAULT_PORT = 4200
+START_TIMEOUT_S = 120  # the server's first start creates its database: 15-25 s here, more on a busy machine
+EXPERIMENT_FLOW = "mixture_experiment"
+# mixture_experiment parameters the pipeline's `mixture:` section also has
+EXPERIMENT_SETTINGS = ("by", "targets", "method", "rounds", "budget_tokens", "model", "n_samples", "top_k", "seed",
+                       "proxy")
+
+
+class LocalPrefectError(RuntimeError):
+    """The local server or the served deployment did not come up; the message says why and where the log is."""
+
+
+def deployment_name(run_dir: Path) -> str:
+    return f"ui-{Path(run_dir).resolve().name}"
+
+
+def deployment_defaults(run_dir: Path) -> dict:
+    """The served deployment's parameters: the run directory, and the settings of the run's own mixture
+    experiment (recorded by the pipeline), so the launch form starts from what worked on this run."""
+    from storage.manifest import load_manifest
+
+    manifest = load_manifest(run_dir)
+    config = manifest.config if manifest else {}
+    mixture = dict((config.get("pipeline") or {}).get("mixture") or {})
+    mixture.update({k: v for k, v in (config.get("mixture") or {}).items() if k == "targets"})
+    defaults = {k: v for k, v in mixture.items() if k in EXPERIMENT_SETTINGS and v not in (None, [])}
+    return {"run_dir": str(Path(run_dir).resolve()), **defaults}
+
+
+def serve(run_dir: Path) -> None:
+    """Serve `mixture_experiment` for this run until stopped (each launched run executes in a subprocess)."""
+    from prefect.types.entrypoint import EntrypointType
+
+    from flows.mixture_experiment import mixture_experiment
+
+    mixture_experiment.serve(name=deployment_name(run_dir), parameters=deployment_defaults(run_dir),
+                             description=f"mixture experiments on {Path(run_dir).resolve()}, from mixforge ui",
+                             tags=["mixforge", "ui"], entrypoint_type=EntrypointType.MODULE_PATH)
+
+
+def api_healthy(api: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(f"{api}/health", timeout=2).json() is True
+    except (httpx.HTTPError, ValueError):
+        return False
+
+
+def deployment_ready(api: str, name: str) -> bool:
+    import httpx
+
+    try:
+        found = httpx.post(f"{api}/deployments/filter", json={"deployments": {"name": {"any_": [name]}}}, timeout=5)
+        return found.status_code == 200 and any(d.get("name") == name for d in found.json())
+    except (httpx.HTTPError, ValueError):
+        return False
+
+
+def port_taken(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM when the parent dies (Linux), so a killed `mixforge ui` leaves no server."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _start(command: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
+    with log.open("ab") as out:
+        return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                                preexec_fn=_die_with_parent)
+
+
+def stop(process: subprocess.Popen, timeout_s: float = 20) -> None:
+    """SIGTERM the process and everything in its session, SIGKILL after `timeout_s`."""
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def _wait(ready: Callable[[], bool], process: subprocess.Popen, what: str, log: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while not ready():
+        if process.poll() is not None:
+            raise LocalPrefectError(f"{what} exited with status {process.returncode}; its log: {log}")
+        if time.monotonic() > deadline:
+            raise LocalPrefectError(f"{what} was not ready after {START_TIMEOUT_S} s; its log: {log}")
+        time.sleep(0.5)
+
+
+@contextmanager
+def local_prefect(run_dir: Path, port: int, log_dir: Path, echo: Callable[[str], None]) -> Iterator[str]:
+    """A Prefect server on 127.0.0.1:`port` (reused if one answers there) serving `mixture_experiment` for
+    `run_dir`; yields its API URL and stops, on exit, what it started."""
+    api = f"http://127.0.0.1:{port}/api"
+    env = {**os.environ, "PREFECT_API_URL": api, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    log_dir.mkdir(parents=True, exist_ok=True)
+    started: list[subprocess.Popen] = []
+    try:
+        if api_healthy(api):
+            echo(f"Prefect: reusing the server at {api}")
+        else:
+            if port_taken(port):
+                raise LocalPrefectError(f"port {port} on 127.0.0.1 is taken by something that is not a Prefect "
+                                        "server: choose another with --prefect-port")
+            echo(f"Prefect: starting a local server at {api} (log: {log_dir / 'prefect-server.log'}) ...")
+            server_env = {k: v for k, v in env.items() if k != "PREFECT_API_URL"}
+            started.append(_start([str(Path(sys.executable).with_name("prefect")), "server", "start", "--host",
+                                   "127.0.0.1", "--port", str(port)], log_dir / "prefect-server.log", server_env))
+            _wait(lambda: api_healthy(api), started[-1], "the Prefect server", log_dir / "prefect-server.log")
+        name = deployment_name(run_dir)
+        started.append(_start([sys.executable, "-m", "dashboards.local_prefect", str(Path(run_dir).resolve())],
+                              log_dir / "serve.log", env))
+        _wait(lambda: deployment_ready(api, name), started[-1], f"serving {EXPERIMENT_FLOW}/{name}",
+              log_dir / "serve.log")
+        echo(f"Prefect: serving {EXPERIMENT_FLOW}/{name} (UI: {api.removesuffix('/api')}; log: "
+             f"{log_dir / 'serve.log'})")
+        yield api
+    finally:
+        for process in reversed(started):
+            stop(process)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit(f"usage: python -m dashboards.local_prefect RUN_DIR (got {json.dumps(sys.argv[1:])})")
+    serve(Path(sys.argv[1]))
