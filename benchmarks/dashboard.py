@@ -108,6 +108,7 @@ def render_scores(run: Path):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--full", action="store_true", help="3M documents instead of 300k")
+    parser.add_argument("--quick", action="store_true", help="the default small run (what `make bench` runs)")
     args = parser.parse_args()
     n_docs = 3_000_000 if args.full else 300_000
     from dashboards.run import run_sql

@@ -52,6 +52,7 @@ def best_of_interleaved(runs: int, direct, ours) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--full", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="the default small run (what `make bench` runs)")
     args = parser.parse_args()
     import quicktok
 
