@@ -52,8 +52,11 @@ sample: venv system-deps
 lint: venv
 	$(BIN)/ruff check .
 
+# Every benchmark, quick; a failing one is named at the end and fails the target, after the others ran.
 bench: setup
-	for script in benchmarks/*.py; do $(BIN)/python $$script --quick || exit 1; done
+	@failed=""; for script in benchmarks/*.py; do echo "== $$script"; \
+		$(BIN)/python $$script --quick || failed="$$failed $$script"; done; \
+	if [ -n "$$failed" ]; then echo "benchmarks that failed:$$failed"; exit 1; fi
 
 clean:
 	rm -rf $(DEMO) $(DATA)/prefect-home
