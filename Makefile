@@ -10,18 +10,24 @@ DEMO   := $(DATA)/demo-run
 export RAY_USAGE_STATS_ENABLED := 0
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_HOME ?= $(CURDIR)/$(DATA)/prefect-home
+# the temporary Prefect server a run starts takes longer than Prefect's 20 s on a busy 2-core machine
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 
 .PHONY: demo test setup venv system-deps sample embed-model lint bench clean
 
 demo: setup
 	$(BIN)/mixforge run configs/pipeline.yaml --out $(DEMO)
 	@echo ""
-	@echo "Done. The run is in $(DEMO): shards/<stage>/, dropped/, quarantine/, clusters/, mixtures/, manifest.json"
+	@echo "Done. The run is in $(DEMO): shards/<stage>/ (curate ... cluster, score, select), dropped/, clusters/,"
+	@echo "scorers/ (the DCLM-style classifier, PreSelect and its model family, DataMan students), mixtures/ (RegMix"
+	@echo "over the super-clusters: ratios.csv, metrics.csv, best_mixture.yaml), manifest.json. Try:"
 	@echo "  $(BIN)/mixforge manifest $(DEMO)"
-	@echo "  $(BIN)/mixforge sql $(DEMO) \"SELECT metadata->>'\$$.origin' AS origin, count(*) AS docs, sum(n_tokens) AS tokens FROM docs GROUP BY 1 ORDER BY 2 DESC\""
+	@echo "  $(BIN)/mixforge sql $(DEMO) \"SELECT super_cluster, count(*) AS docs, sum(n_tokens) AS tokens, avg(dclm_score) AS dclm, avg(preselect) AS preselect FROM docs GROUP BY 1 ORDER BY 1\""
+	@echo "  $(BIN)/mixforge sql $(DEMO) \"SELECT domain, count(*) AS docs, avg(dataman_overall) AS overall FROM stage_score GROUP BY 1 ORDER BY 2 DESC\""
 	@echo "  $(BIN)/mixforge sql $(DEMO) \"SELECT drop_reason, count(*) AS docs FROM dropped GROUP BY 1 ORDER BY 2 DESC\""
-	@echo "  $(BIN)/mixforge sql $(DEMO) \"SELECT super_cluster, count(*) AS clusters, sum(size) AS docs, any_value(terms) FROM clusters GROUP BY 1 ORDER BY 3 DESC\""
-	@echo "  $(BIN)/mixforge ui $(DEMO)    # the dashboard, on http://127.0.0.1:8501"
+	@echo "  $(BIN)/mixforge sql $(DEMO) \"SELECT * FROM read_csv('$(CURDIR)/$(DEMO)/mixtures/*/metrics.csv')\""
+	@echo "  cat $(DEMO)/mixtures/*/best_mixture.yaml"
+	@echo "  $(BIN)/mixforge ui $(DEMO)    # the dashboard on http://127.0.0.1:8501, with a local Prefect server for launches"
 
 test: setup
 	$(BIN)/pytest tests
