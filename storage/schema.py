@@ -20,7 +20,8 @@ DOCUMENT_SCHEMA = pa.schema(
     ]
 )
 
-# Columns stages add, with their types, so every writer agrees on them.
+# Columns curation and clustering stages add, with their types, so every writer agrees on them. (Scores
+# are scoring's to name and type: storage knows nothing of scoring.)
 STAGE_COLUMNS: dict[str, pa.DataType] = {
     "lang": pa.string(),
     "lang_score": pa.float32(),
@@ -29,15 +30,6 @@ STAGE_COLUMNS: dict[str, pa.DataType] = {
     "dup_cluster": pa.string(),
     "cluster": pa.int32(),
     "super_cluster": pa.int32(),
-    "preselect": pa.float32(),
-    "dataman_overall": pa.float32(),
-    # DataMan's other criteria, 1-5 (scoring.dataman.CRITERIA)
-    **{f"dataman_{criterion}": pa.float32() for criterion in (
-        "accuracy", "coherence", "language_consistency", "semantic_density", "knowledge_novelty", "topic_focus",
-        "creativity", "professionalism", "style_consistency", "grammatical_diversity", "structural_standardization",
-        "originality", "sensitivity")},
-    "domain": pa.string(),
-    "repeats": pa.int32(),  # times a selection takes the document (> 1: upsampled to fill a domain's budget)
     "drop_reason": pa.string(),
 }
 

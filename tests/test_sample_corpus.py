@@ -16,16 +16,9 @@ import pytest
 import zstandard
 from warcio.archiveiterator import ArchiveIterator
 
-from mixforge.sample_corpus import (
-    DOC_SCHEMA,
-    MIN_DOC_CHARS,
-    MIN_FORTUNE_CHARS,
-    ORIGINS,
-    build_sample_corpus,
-    english_leftovers,
-    page_text,
-    words,
-)
+from mixforge.sample_corpus import build_sample_corpus
+from mixforge.sample_corpus.extract import english_leftovers, page_text, words
+from mixforge.sample_corpus.sources import DOC_SCHEMA, MIN_DOC_CHARS, MIN_FORTUNE_CHARS, ORIGINS
 
 
 @pytest.fixture(scope="module")
