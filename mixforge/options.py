@@ -3,12 +3,14 @@
 A user error (a missing input, an unknown format, a bad config, a refused query, a bad parameter) ends
 in one `error:` line naming the problem and the fix, with exit status 2; `mixforge --debug` shows the
 traceback instead. A run that stopped on units failing for the environment's reasons (network,
-credentials: flows.engine.UnitsFailed) ends in its summary, naming the units, with exit status 1.
+credentials: flows.engine.UnitsFailed, or such an error outside a unit) ends in one summary naming them,
+with exit status 1.
 Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import traceback
@@ -60,6 +62,19 @@ def global_options(
     elif not os.environ.get("MIXFORGE_VERBOSE"):
         for name, value in QUIET_ENVIRONMENT.items():
             os.environ.setdefault(name, value)
+        for name in ("prefect.flow_runs", "prefect.task_runs"):
+            logging.getLogger(name).addFilter(_reported_by_the_cli)
+
+
+def _reported_by_the_cli(record: logging.LogRecord) -> bool:
+    """Drop Prefect's tracebacks and failed-state lines for what the CLI reports in one line itself (a user
+    error, a transient failure, a run whose units failed on them); a bug keeps them."""
+    error = record.exc_info[1] if record.exc_info else None
+    if error is not None:
+        return not (is_one_of(error, USER_ERRORS) or is_one_of(error, RUN_FAILURES) or _transient(error))
+    message = record.getMessage()
+    return not (message.startswith("Finished in state Failed(") and
+                any(name in message for _, name in USER_ERRORS + RUN_FAILURES))
 
 
 def print_summary(out: str | Path) -> None:
@@ -96,7 +111,15 @@ class CommandGroup(TyperGroup):
                 fail(error)
             if is_one_of(error, RUN_FAILURES):
                 fail(error, status=1)
+            if _transient(error):
+                fail(f"{type(error).__name__}: {error} (a network, throttling or credentials problem, not the "
+                     "input's: fix it and rerun the same command; finished units are kept)", status=1)
             raise
+
+
+def _transient(error: BaseException) -> bool:
+    reader = sys.modules.get("operators.reader")  # the one classification of transient errors
+    return reader is not None and reader.is_transient(error)
 
 
 def fail(error: Exception | str, status: int = 2) -> NoReturn:

@@ -159,3 +159,24 @@ def texts(run) -> list[str]:
     con = open_catalog(run)
     return [r["text"] for r in query(con, "SELECT text FROM read_parquet('"
                                           f"{run}/shards/ingest/*.parquet') ORDER BY text").to_pylist()]
+
+
+def test_cli_reports_denied_access_in_one_line_and_a_rerun_completes(faulty_s3, corpus, ray_local, tmp_path):
+    """`mixforge ingest` from S3 with access denied: one error line naming the file and what to do, exit
+    status 1, no traceback and nothing recorded as read; once access is back the same command completes."""
+    from typer.testing import CliRunner
+
+    from mixforge.cli import app
+
+    faulty_s3.faults.append(Fault("/transient/raw/c.jsonl", "AccessDenied", 403))
+    command = ["ingest", "s3://transient/raw/*.jsonl*", "-o", str(tmp_path / "run")]
+    result = CliRunner().invoke(app, command)
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    lines = result.output.strip().splitlines()
+    assert lines and all(line.startswith("error: ") for line in lines), result.output
+    assert "PermissionError" in result.output and "rerun the same command" in result.output
+    assert not stage_files(tmp_path / "run", "quarantine", "ingest")
+    faulty_s3.faults.clear()
+    result = CliRunner().invoke(app, command)
+    assert result.exit_code == 0, result.output
+    assert "30 documents in, 30 kept" in result.output
