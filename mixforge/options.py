@@ -67,14 +67,13 @@ def global_options(
 
 
 def _reported_by_the_cli(record: logging.LogRecord) -> bool:
-    """Drop Prefect's tracebacks and failed-state lines for what the CLI reports in one line itself (a user
-    error, a transient failure, a run whose units failed on them); a bug keeps them."""
+    """Drop Prefect's tracebacks for what the CLI reports in one line itself (a user error, a transient
+    failure, a run whose units failed on them; a bug keeps its traceback), and its failed-state lines, as
+    the CLI reports every failure."""
     error = record.exc_info[1] if record.exc_info else None
     if error is not None:
         return not (is_one_of(error, USER_ERRORS) or is_one_of(error, RUN_FAILURES) or _transient(error))
-    message = record.getMessage()
-    return not (message.startswith("Finished in state Failed(") and
-                any(name in message for _, name in USER_ERRORS + RUN_FAILURES))
+    return not record.getMessage().startswith("Finished in state Failed(")
 
 
 def print_summary(out: str | Path) -> None:
