@@ -36,6 +36,7 @@ from mixtures.io import read_metrics, read_mixtures
 from mixtures.proxy import CompactVocab, ProxyConfig
 from storage.catalog import open_catalog, query
 from storage.manifest import load_manifest
+from tests.prefect_server import prefect_server_fixture  # noqa: F401 - the `prefect_server` fixture
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -315,3 +316,25 @@ def test_with_prefect_api_url_the_dashboard_uses_that_server(tmp_path, page):
             timeout=WAIT_MS)
     finally:
         stop(ui)
+
+
+def test_a_prefect_server_already_on_the_port_is_reused_and_outlives_the_dashboard(prefect_server, tmp_path):
+    """No PREFECT_API_URL, but a Prefect server answers on --prefect-port: `mixforge ui` serves the flow there
+    and leaves the server running when it stops."""
+    api_url, server_env = prefect_server
+    env = {k: v for k, v in server_env.items() if k not in ("MIXFORGE_UI_TOKEN", "PREFECT_API_URL")}
+    ui_url = f"http://127.0.0.1:{free_port()}"
+    (tmp_path / "run").mkdir()
+    log = tmp_path / "ui.log"
+    ui = start([str(BIN / "mixforge"), "ui", str(tmp_path / "run"), "--port", ui_url.split(":")[-1],
+                "--prefect-port", api_url.split(":")[-1].removesuffix("/api")], log, env)
+    try:
+        wait_for(lambda: urllib.request.urlopen(f"{ui_url}/_stcore/health", timeout=2).read() == b"ok",
+                 "mixforge ui", ui, log, seconds=UI_START_S)
+        assert f"Prefect: reusing the server at {api_url}" in log.read_text()
+        served = api(f"{api_url}/deployments/filter", {})
+        assert [(d["name"], d["paused"]) for d in served] == [("ui-run", False)]
+    finally:
+        stop(ui)
+    assert api_healthy(api_url)
+    assert [d["paused"] for d in api(f"{api_url}/deployments/filter", {})] == [True]  # no longer served
