@@ -4,8 +4,9 @@ Round 1 samples mixtures from the prior (RegMix's sampler) and evaluates them (p
 callable returning metrics). After each round a predictor is fitted on every run so far; the next
 round of k mixtures is drawn at random from the top max(k^2, 128) of `n_candidates` sampler draws
 ranked by the predictor, skipping mixtures already run. CLIMB's paper used rounds of 64, 32 and
-16 proxies and LightGBM with lr 0.01, L1 = L2 = 1, max_depth 4, min_child_samples 5. The result is
-the mean of the top_k predicted mixtures, as RegMix does.
+16 proxies and LightGBM with lr 0.01, L1 = L2 = 1, max_depth 4, min_child_samples 5, early stopping on
+a 10% split (`lightgbm_climb`, NeMo Curator's 8_predict.py). The result is CLIMB's single best-predicted
+candidate (`final="best"`) or RegMix's mean of the top_k (`final="top_k_mean"`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from mixtures.regression import CLIMB_LIGHTGBM, RegMixRegressor
+from mixtures.regression import RegMixRegressor
 from mixtures.sampler import MixtureSampler
 
 # (proposed mixtures, round index) -> (mixtures actually trained, their metrics), both indexed by run.
@@ -26,14 +27,14 @@ Evaluate = Callable[[pd.DataFrame, int], tuple[pd.DataFrame, pd.DataFrame]]
 
 def propose(sampler: MixtureSampler, k: int, round_index: int, *, regressor: RegMixRegressor | None = None,
             evaluated: pd.DataFrame | None = None, n_candidates: int = 100_000, target: str | None = None,
-            seed: int = 0) -> pd.DataFrame:
+            seed: int = 0, upper: np.ndarray | None = None) -> pd.DataFrame:
     """k new mixtures named r<round>-<i>: from the prior without a regressor, else from its top max(k^2, 128)."""
     if regressor is None:
         proposals = sampler.sample(k).to_numpy()
     else:
         # spiky draws repeat (one-hot mixtures especially): the pool is the best max(k^2, 128) *distinct*
         # mixtures not run yet
-        ranked, _ = regressor.rank(sampler.candidates(n_candidates), keep=n_candidates, target=target)
+        ranked, _ = regressor.rank(sampler.candidates(n_candidates), keep=n_candidates, target=target, upper=upper)
         seen = set() if evaluated is None else {row.tobytes() for row in sampler.on_grid(evaluated[sampler.domains])}
         pool = []
         for row, key in zip(ranked, sampler.on_grid(ranked), strict=True):
@@ -51,11 +52,13 @@ def propose(sampler: MixtureSampler, k: int, round_index: int, *, regressor: Reg
 
 
 def fit_predictor(mixtures: pd.DataFrame, metrics: pd.DataFrame, targets: Sequence[str], *,
-                  model: str = "lightgbm", params: dict | None = None, num_threads: int = 2) -> RegMixRegressor:
+                  model: str = "lightgbm", params: dict | None = None, num_threads: int = 2,
+                  directions: dict[str, str] | None = None) -> RegMixRegressor:
     missing = [t for t in targets if t not in metrics.columns]
     if missing:
         raise ValueError(f"targets not among the metrics: {', '.join(missing)}; metrics: {', '.join(metrics.columns)}")
-    return RegMixRegressor(model, params, num_threads).fit(mixtures, metrics.loc[mixtures.index, list(targets)])
+    return RegMixRegressor(model, params, num_threads, directions=directions).fit(
+        mixtures, metrics.loc[mixtures.index, list(targets)])
 
 
 @dataclass
@@ -75,10 +78,13 @@ class IterativeSearch:
     evaluate: Evaluate
     targets: Sequence[str]
     rounds: Sequence[int] = (64, 32, 16)
-    model: str = "lightgbm"
-    params: dict | None = field(default_factory=lambda: dict(CLIMB_LIGHTGBM))
+    model: str = "lightgbm_climb"
+    params: dict | None = None
     n_candidates: int = 100_000
     top_k: int = 128
+    final: str = "best"
+    directions: dict[str, str] | None = None
+    upper: np.ndarray | None = None  # per-domain caps (the repetition cap) on every proposal and the result
     num_threads: int = 2
     seed: int = 0
     mixtures: pd.DataFrame = field(init=False)
@@ -96,13 +102,13 @@ class IterativeSearch:
         """Propose and evaluate round `index`, refit the predictor; returns this round's metrics."""
         proposals = propose(self.sampler, self.rounds[index], index, regressor=self.regressor,
                             evaluated=self.mixtures, n_candidates=self.n_candidates, target=self._target(),
-                            seed=self.seed)
+                            seed=self.seed, upper=self.upper)
         proposals, metrics = self.evaluate(proposals, index)
         self.mixtures = pd.concat([self.mixtures, proposals]) if len(self.mixtures) else proposals
         self.metrics = pd.concat([self.metrics, metrics]) if len(self.metrics) else metrics
         self.history.append(list(proposals.index))
         self.regressor = fit_predictor(self.mixtures, self.metrics, self.targets, model=self.model,
-                                       params=self.params, num_threads=self.num_threads)
+                                       params=self.params, num_threads=self.num_threads, directions=self.directions)
         return metrics
 
     def _target(self) -> str | None:
@@ -112,7 +118,8 @@ class IterativeSearch:
         if self.regressor is None:
             raise RuntimeError("no round has run yet")
         return self.regressor.optimum(self.n_candidates, self.top_k, seed=self.seed, target=self._target(),
-                                      candidates=self.sampler.candidates(self.n_candidates))
+                                      candidates=self.sampler.candidates(self.n_candidates), upper=self.upper,
+                                      final=self.final)
 
     def run(self) -> SearchResult:
         for index in range(len(self.history), len(self.rounds)):

@@ -11,6 +11,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_CORPUS = Path(os.environ.get("MIXFORGE_SAMPLE_CORPUS", REPO / "data" / "sample"))
 REGMIX_DATA = REPO.parent / "shared" / "data" / "regmix"
+MIXINGLAWS_DATA = REPO.parent / "shared" / "data" / "mixinglaws"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -73,3 +74,10 @@ def regmix_data() -> Path:
     if not REGMIX_DATA.exists():
         raise RuntimeError(f"RegMix data missing at {REGMIX_DATA} (expected ../shared/data/regmix)")
     return REGMIX_DATA
+
+
+@pytest.fixture(scope="session")
+def mixinglaws_data() -> Path:
+    if not MIXINGLAWS_DATA.exists():
+        raise RuntimeError(f"Data Mixing Laws data missing at {MIXINGLAWS_DATA} (expected ../shared/data/mixinglaws)")
+    return MIXINGLAWS_DATA

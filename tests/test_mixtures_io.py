@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -13,7 +14,9 @@ from mixtures.io import (
     export_mixture,
     join_runs,
     read_metrics,
+    read_mixing_laws,
     read_mixtures,
+    read_runs,
     write_metrics,
     write_mixtures,
 )
@@ -56,7 +59,7 @@ def test_our_format_round_trips(tmp_path):
 
 
 @pytest.mark.parametrize(("text", "message"), [
-    ("name,web,code\nr1,1,2\n", "first column must be 'run'"),
+    ("name,web,code\nr1,1,2\n", "first column 'name' fits no known layout; expected ours: run"),
     ("run\nr1\n", "no columns after 'run'"),
     ("run,web,code\nr1,0.5,abc\n", "run 'r1' column 'code': non-numeric weight 'abc'"),
     ("run,web,code\nr1,0.5,\n", "column 'code': non-numeric weight ''"),
@@ -89,3 +92,61 @@ def test_export_mixture_yaml_and_json(tmp_path):
     as_json = json.loads(export_mixture(weights, tmp_path / "best.json").read_text())
     assert as_yaml == {"weights": weights, "target": "web_val_loss"}
     assert as_json == {"weights": weights}
+
+
+# olmix writes its swarm with pandas' to_csv (index kept): an unnamed first column, then run, name, index
+OLMIX_RATIOS = """,run,name,index,dclm:science,dclm:code,arxiv
+0,a1b2c3,swarm-0000,0,0.5,0.3,0.2
+1,d4e5f6,swarm-0001,1,0.1,0.6,0.3
+2,g7h8i9,swarm-0002,2,0.25,0.25,0.5
+"""
+OLMIX_METRICS = """,run,name,index,mmlu_bpb,arc_easy:acc
+0,d4e5f6,swarm-0001,1,1.12,0.41
+1,a1b2c3,swarm-0000,0,1.05,0.44
+2,g7h8i9,swarm-0002,2,1.20,0.38
+"""
+
+
+def test_olmix_swarm_files_are_read_as_released(tmp_path):
+    folder = tmp_path / "swarm"
+    folder.mkdir()
+    write(folder, "ratios.csv", OLMIX_RATIOS)
+    write(folder, "metrics.csv", OLMIX_METRICS)
+    mixtures, metrics = read_runs(folder)
+    assert list(mixtures.columns) == ["dclm:science", "dclm:code", "arxiv"]  # name and index are labels
+    assert list(metrics.columns) == ["mmlu_bpb", "arc_easy:acc"]
+    assert list(mixtures.index) == ["a1b2c3", "d4e5f6", "g7h8i9"] == list(metrics.index)  # joined on run
+    assert metrics.loc["a1b2c3", "mmlu_bpb"] == 1.05 and mixtures.loc["d4e5f6", "dclm:code"] == 0.6
+    # the same file as pandas writes it from olmix's DataFrame, byte for byte
+    frame = pd.read_csv(folder / "ratios.csv", index_col=0)
+    assert frame.to_csv(float_format="%g") == OLMIX_RATIOS
+    # olmix's load_from_csv layout: run_id, optional name
+    path = write(tmp_path, "flat.csv", "run_id,name,web,code\nx,first,1,3\n")
+    assert read_mixtures(path).loc["x"].tolist() == [0.25, 0.75]
+
+
+def test_mixing_laws_tables_are_read_as_released(mixinglaws_data):
+    mixtures, losses = read_mixing_laws(mixinglaws_data / "5Mix" / "70M.txt")
+    assert mixtures.shape == (26, 5) and list(mixtures.columns) == ["academic", "prose", "dialogue", "symbolic",
+                                                                    "internet"]
+    assert list(losses.columns) == list(mixtures.columns) and not losses.isna().any().any()
+    # proportions.txt lists the same 26 mixtures, in the run order of the checkpoint names
+    released = {tuple(map(float, line.split("-")))
+                for line in (mixinglaws_data / "5Mix" / "proportions.txt").read_text().split()}
+    assert {tuple(row) for row in mixtures.to_numpy().round(6)} == released
+    # run 3 is `70M_3-0.125-0-0-0.125-0.75`; its Github loss at the last step (30000) is in the file
+    assert mixtures.loc["3"].tolist() == [0.125, 0, 0, 0.125, 0.75]
+    _, per_domain = read_mixing_laws(mixinglaws_data / "5Mix" / "70M.txt", aggregate=False)
+    assert per_domain.shape == (26, 22) and 1.0 < per_domain.loc["3", "Github"] < 2.0
+    assert losses.loc["3", "symbolic"] == pytest.approx(per_domain.loc["3", ["DM_Mathematics", "Github"]].mean())
+    two, _ = read_mixing_laws(mixinglaws_data / "2Mix" / "70M.txt")
+    assert list(two.columns) == ["domain_1", "domain_2"] and len(two) == 5
+
+
+def test_files_fitting_no_layout_name_what_was_expected(tmp_path):
+    with pytest.raises(MixtureFileError, match=r"bad.txt:1: expected the Data Mixing Laws layout"):
+        read_mixing_laws(write(tmp_path, "bad.txt", "not\ta mixing\tlaw row\n"))
+    with pytest.raises(MixtureFileError, match="expected ratios.csv and metrics.csv in the folder"):
+        read_runs(tmp_path)
+    with pytest.raises(MixtureFileError, match="olmix's swarm: an unnamed pandas index column, then run, name"):
+        read_mixtures(write(tmp_path, "x.csv", ",id,web\n0,a,1\n"))

@@ -38,7 +38,7 @@ def test_report_uses_test_runs_holdout_or_kfold():
     assert holdout["method"] == "holdout" and holdout["targets"]["ideal_loss"]["n_runs"] == 40
     assert holdout["targets"]["web_loss"]["spearman"] > 0.9
     few = RegMixRegressor("linear").fit_report(X.iloc[:20], Y.iloc[:20])
-    assert few["method"] == "5-fold" and few["targets"]["web_loss"]["n_runs"] == 20
+    assert few["method"] == "leave-one-out" and few["targets"]["web_loss"]["n_runs"] == 20
     assert few["targets"]["web_loss"]["spearman"] > 0.8  # log-shaped, still monotone in the web weight
 
 
@@ -50,7 +50,7 @@ def test_save_and_load_predict_the_same(tmp_path):
         np.testing.assert_allclose(loaded.predict(X), fitted.predict(X), rtol=1e-9)
         assert loaded.domains_ == DOMAINS and loaded.targets_ == ["ideal_loss", "web_loss"]
     assert sorted(p.name for p in (tmp_path / "lightgbm").iterdir()) == [
-        "fit.json", "model-000.lgb.txt", "model-001.lgb.txt"]
+        "fit.json", "model-000.joblib", "model-001.joblib"]
 
 
 def test_optimum_finds_known_minima():
@@ -78,7 +78,7 @@ def test_wrong_columns_and_models_are_refused():
     fitted = RegMixRegressor("linear").fit(X, Y["web_loss"])
     with pytest.raises(ValueError, match=r"missing \['math'\]"):
         fitted.predict(X.drop(columns="math"))
-    with pytest.raises(ValueError, match="model must be one of lightgbm, linear"):
+    with pytest.raises(ValueError, match="model must be one of lightgbm, lightgbm_climb, linear, log_linear, gp, auto"):
         RegMixRegressor("forest").fit(X, Y)
     with pytest.raises(ValueError, match="unknown target 'nope'"):
         fitted.optimum(1000, 10, target="nope")

@@ -6,7 +6,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mixtures.regression import CLIMB_LIGHTGBM
 from mixtures.sampler import MixtureSampler
 from mixtures.search import IterativeSearch, propose
 
@@ -35,7 +34,7 @@ def test_rounds_have_the_configured_sizes(searched):
     assert [len(r) for r in result.rounds] == [48, 24, 12]
     assert result.rounds[1][0] == "r1-000" and len(result.mixtures) == 84
     assert result.mixtures.index.is_unique and list(result.metrics.index) == list(result.mixtures.index)
-    assert search.params == CLIMB_LIGHTGBM
+    assert search.model == "lightgbm_climb" and search.final == "best"  # CLIMB's predictor and final pick
 
 
 def test_later_rounds_come_from_the_predicted_best(searched):
