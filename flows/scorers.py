@@ -127,7 +127,7 @@ class ScorersConfig(_Section):
 
     def score_config(self, out_dir: Path, base: ScoreConfig | None = None) -> ScoreConfig:
         """The `score` config applying these scorers (after `base`'s own)."""
-        folder = Path(out_dir) / FOLDER
+        folder = Path(out_dir).resolve() / FOLDER  # absolute: Ray's actors load the models wherever they run
         fasttext = list(base.fasttext) if base else []
         if self.classifier:
             fasttext.append(FastTextScorer(model=str(folder / "dclm.bin"), column=self.classifier.column,

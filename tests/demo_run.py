@@ -36,7 +36,8 @@ def demo_run(basetemp: Path) -> Path:
     seconds = out.with_suffix(".seconds")
     if seconds.exists():
         return out
-    env = {**os.environ, "TQDM_DISABLE": "1"}
+    # make demo's environment: the Makefile gives the run's temporary Prefect server 120 s to start
+    env = {"PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120", **os.environ, "TQDM_DISABLE": "1"}
     env.pop("RAY_ADDRESS", None)
     log = out.with_suffix(".log")
     start = time.monotonic()
