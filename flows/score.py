@@ -95,10 +95,12 @@ class SelectConfig(_Section):
     by: Literal["tokens", "chars"] = Field("tokens", description="what fractions and budgets count")
     threshold: float | None = Field(None, description="threshold: keep documents scoring at least this")
     budget: int | None = Field(None, gt=0, description="domain_budgets: tokens (or chars) to select")
-    mode: Mode = Field("original", description="domain_budgets: multi_domain, original or equal (DataMan)")
+    mode: Mode = Field("multi_domain", description="domain_budgets: multi_domain (DataMan's recipe), original or "
+                                                   "equal")
     margin: float = Field(0.1, ge=0, description="domain_budgets: DataMan's candidate margin")
-    min_score: float | None = Field(None, description="domain_budgets: only documents scoring at least this "
-                                                      "(DataMan keeps Overall Score 5: 4.5 on a student's scale)")
+    min_score: float | None = Field(5.0, description="domain_budgets: only documents scoring at least this (DataMan "
+                                                     "keeps Overall Score 5, a rater's whole score; students' "
+                                                     "fractional scores may want e.g. 4.5; null: every document)")
     domain_column: str = "domain"
     source_column: str = Field("source", description="multi_domain: the column naming each document's source")
     seed: int = 0
@@ -156,11 +158,12 @@ def input_print(units: list[str]) -> list[tuple[str, int, int]]:
 
 
 @task(name="score-documents", cache_policy=NO_CACHE)
-def score_stage(units: list[str], out_dir: Path, config: ScoreConfig, progress: bool) -> list[dict]:
+def score_stage(units: list[str], out_dir: Path, config: ScoreConfig, progress: bool,
+                restart: bool = False) -> list[dict]:
     models = [s.model for s in config.fasttext] + ([config.students.model] if config.students else [])
     # a model retrained into the same file changes the scores too: its size and time are in the print
     start_stage(out_dir, SCORE, fingerprint(input_print(units), config.model_dump(), input_print(models)),
-                [out_dir / "shards" / SCORE, out_dir / "dropped" / SCORE])
+                [out_dir / "shards" / SCORE, out_dir / "dropped" / SCORE], restart=restart)
     return run_stage(SCORE, units, out_dir, functools.partial(_score_worker, config), progress=progress)
 
 
@@ -170,8 +173,10 @@ def _score_worker(config: ScoreConfig) -> ChainWorker:
 
 
 @flow(name="score", log_prints=True)
-def score(out: str, config: ScoreConfig, ray_address: str | None = None, progress: bool = True) -> dict:
-    """Score the documents of a run into stage `score`; post the score histograms as an artifact."""
+def score(out: str, config: ScoreConfig, ray_address: str | None = None, progress: bool = True,
+          restart: bool = False) -> dict:
+    """Score the documents of a run into stage `score`; post the score histograms as an artifact. A stage scored
+    with other models or settings is refused unless `restart`."""
     out_dir = Path(out).resolve()
     manifest = open_run(out_dir)
     final = manifest.final_stage if manifest.final_stage not in (SCORE, SELECT) else None
@@ -183,7 +188,7 @@ def score(out: str, config: ScoreConfig, ray_address: str | None = None, progres
     manifest.versions = package_versions()
     save_manifest(manifest, out_dir)
     init_ray(ray_address)
-    records = score_stage(units, out_dir, config, progress)
+    records = score_stage(units, out_dir, config, progress, restart)
     record_stage(manifest, SCORE, units, records)
     manifest.final_stage = SCORE
     save_manifest(manifest, out_dir)

@@ -1,10 +1,12 @@
-"""DataMan ratings from an LLM behind any OpenAI-compatible chat-completions endpoint (vLLM, llama.cpp's
+"""DataMan ratings from an LLM behind any OpenAI-compatible chat-completions endpoint (vLLM, TGI, llama.cpp's
 server, a hosted API), with retries, a concurrency limit and a Parquet cache.
 
-Each document is one request (`POST {base_url}/chat/completions`) carrying the DataMan prompt
-(scoring.dataman). A request is retried with exponential backoff and jitter on connection errors,
-timeouts, 408/409/429 and 5xx (honouring Retry-After), and also when the answer cannot be parsed (a
-sampled answer may be well-formed the next time); other 4xx fail at once. At most `concurrency`
+Each document is one request (`POST {base_url}/chat/completions`) carrying one of DataMan's prompts
+(scoring.dataman): `teacher` (prepare_data.py's request, temperature 0, 4,096 tokens) for an
+instruction-tuned LLM, or `rater` (dataman_annotate.py's request) for a served DataMan rater. A request
+is retried with exponential backoff and jitter on connection errors, timeouts, 408/409/429 and 5xx
+(honouring Retry-After), and also when DataMan's rules reject the answer (a sampled answer may be
+well-formed the next time); other 4xx fail at once. At most `concurrency`
 requests are in flight. Finished annotations go to the cache every `flush_every` documents, so an
 interrupted run loses little and a rerun asks only for what is missing.
 """
@@ -24,12 +26,16 @@ import pyarrow.parquet as pq
 
 from scoring.dataman import (
     ANNOTATION_SCHEMA,
-    PROMPT_VERSION,
+    MAX_CHARS,
+    PARSERS,
+    PROMPT_VERSIONS,
+    RATER_MAX_TOKENS,
+    TEACHER_SAMPLING,
     ParseError,
     Rating,
+    Template,
     annotation_table,
     build_messages,
-    parse_rating,
 )
 from storage.shards import write_table_atomic
 
@@ -67,39 +73,46 @@ class AnnotationRun:
     cached: int = 0
 
 
+def pending_documents(cache: AnnotationCache | None, prompt_version: str, annotator: str, ids: list[str],
+                      texts: list[str]) -> tuple[pa.Table, list[tuple[str, str]]]:
+    """(the cached annotations of these documents, one per id; the (id, text) pairs still to annotate)."""
+    cached = cache.read(prompt_version, annotator) if cache else ANNOTATION_SCHEMA.empty_table()
+    cached = cached.filter(pc.is_in(cached.column("id"), pa.array(list(set(ids)), pa.string())))
+    cached = cached.take(pa.array(first_per_id(cached.column("id").to_pylist()), pa.int64()))
+    have = set(cached.column("id").to_pylist())
+    return cached, [(i, t) for i, t in dict(zip(ids, texts, strict=True)).items() if i not in have]
+
+
 class LLMAnnotator:
     """annotate(ids, texts) -> AnnotationRun, asking the endpoint for what the cache does not hold."""
 
-    def __init__(self, base_url: str, model: str, api_key: str | None = None, *, concurrency: int = 8,
-                 max_attempts: int = 5, backoff: float = 1.0, max_backoff: float = 60.0, timeout: float = 120.0,
-                 temperature: float = 0.0, max_tokens: int = 300, max_chars: int = 8000,
+    def __init__(self, base_url: str, model: str, api_key: str | None = None, *, template: Template = "teacher",
+                 concurrency: int = 8, max_attempts: int = 5, backoff: float = 1.0, max_backoff: float = 60.0,
+                 timeout: float = 120.0, temperature: float = TEACHER_SAMPLING["temperature"],
+                 max_tokens: int | None = None, max_chars: int = MAX_CHARS,
                  cache: AnnotationCache | str | Path | None = None, flush_every: int = 256) -> None:
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.model = model
         self.api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
+        self.template = template
         self.concurrency = concurrency
         self.max_attempts = max_attempts
         self.backoff = backoff
         self.max_backoff = max_backoff
         self.timeout = timeout
         self.temperature = temperature
-        self.max_tokens = max_tokens
+        self.max_tokens = max_tokens or (TEACHER_SAMPLING["max_tokens"] if template == "teacher" else RATER_MAX_TOKENS)
         self.max_chars = max_chars
         self.cache = AnnotationCache(cache) if isinstance(cache, str | Path) else cache
         self.flush_every = flush_every
         self.annotator = f"llm:{model}"
+        self.prompt_version = PROMPT_VERSIONS[template]
 
     def annotate(self, ids: list[str], texts: list[str]) -> AnnotationRun:
-        cached = self.cache.read(PROMPT_VERSION, self.annotator) if self.cache else ANNOTATION_SCHEMA.empty_table()
-        wanted = set(ids)
-        cached = cached.filter(pc.is_in(cached.column("id"), pa.array(list(wanted), pa.string())))
-        cached = cached.take(pa.array(first_per_id(cached.column("id").to_pylist()), pa.int64()))
-        have = set(cached.column("id").to_pylist())
-        todo = [(i, t) for i, t in dict(zip(ids, texts, strict=True)).items() if i not in have]
-        run = AnnotationRun(annotations=cached, cached=len(have))
+        cached, todo = pending_documents(self.cache, self.prompt_version, self.annotator, ids, texts)
+        run = AnnotationRun(annotations=cached, cached=cached.num_rows)
         new = asyncio.run(self._annotate_all(todo, run)) if todo else []
-        tables = [cached] + new
-        run.annotations = pa.concat_tables(tables).cast(ANNOTATION_SCHEMA)
+        run.annotations = pa.concat_tables([cached, *new]).cast(ANNOTATION_SCHEMA)
         return run
 
     async def _annotate_all(self, todo: list[tuple[str, str]], run: AnnotationRun) -> list[pa.Table]:
@@ -113,7 +126,7 @@ class LLMAnnotator:
         def flush() -> None:
             if pending:
                 table = annotation_table([p[0] for p in pending], [p[1] for p in pending], self.annotator,
-                                         raw=[p[2] for p in pending])
+                                         self.prompt_version, raw=[p[2] for p in pending])
                 if self.cache:
                     self.cache.write(table)
                 written.append(table)
@@ -139,7 +152,7 @@ class LLMAnnotator:
         """(rating, raw answer), or the last error after max_attempts."""
         import httpx
 
-        body = {"model": self.model, "messages": build_messages(text, self.max_chars),
+        body = {"model": self.model, "messages": build_messages(text, self.template, max_chars=self.max_chars),
                 "temperature": self.temperature, "max_tokens": self.max_tokens}
         error = "not attempted"
         for attempt in range(self.max_attempts):
@@ -162,7 +175,7 @@ class LLMAnnotator:
                 error = f"malformed response: {response.text[:200]}"
                 continue
             try:
-                return parse_rating(answer), answer
+                return PARSERS[self.template](answer), answer
             except ParseError as exc:
                 error = f"unparseable answer ({exc}): {answer[:200]}"
         return error

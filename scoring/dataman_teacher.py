@@ -1,14 +1,15 @@
-"""An offline stand-in for DataMan's LLM annotator: ratings from measurable text statistics, no LLM needed.
+"""DEMO TEACHER (`--teacher demo`): an offline heuristic stand-in for DataMan's LLM, NOT DataMan.
 
-This is an APPROXIMATION, not DataMan. An LLM judges meaning; these proxies measure surface properties
-that tend to go with each criterion, and each is mapped onto 1-5 by fixed thresholds chosen by looking
-at the sample corpus (documentation, manuals, fortunes in seven languages). Use it to bootstrap the
-pipeline (train student raters, try selections) when no LLM is at hand; use an LLM (scoring.dataman_llm)
-for ratings you mean to trust. The proxies:
+Its ratings come from measurable text statistics, so a pipeline can be tried end to end without an LLM
+(train students, try selections); every annotation it writes carries the annotator name
+`demo-teacher:heuristics-v2 (not DataMan)`. Ratings meant to be trusted come from DataMan's prompt through
+an LLM (scoring.dataman_llm, scoring.dataman_hf). An LLM judges meaning; these proxies measure surface
+properties that tend to go with each criterion, each mapped onto 1-5 by generic fixed ranges (not tuned on
+any corpus):
 
-- domain: zero-shot, the domain whose description is most similar to the document (model2vec
-  embeddings of operators/embed.py, or TF-IDF cosine over the descriptions' words with `tfidf`);
-  "Other" when nothing is similar enough
+- domain: zero-shot, the domain whose one-line gloss (a dictionary-style description of the domain name,
+  not words taken from any corpus) is most similar to the document (model2vec embeddings of
+  operators/embed.py, or TF-IDF cosine with `tfidf`); "Other" when nothing is similar enough
 - accuracy: few error-like tokens (SHOUTED words, elongations like "soooo", "!!"/"??")
 - coherence: word overlap between consecutive 50-word windows
 - language consistency: share of characters in paragraphs whose language (fastText lid.176 through
@@ -23,7 +24,7 @@ for ratings you mean to trust. The proxies:
 - structural standardisation: share of lines that are well formed (ending in punctuation, headings,
   list items), no overlong lines, no control characters
 - originality: few duplicated lines and duplicated word 5-grams (Gopher's repetition statistics)
-- sensitivity: density of words from a sensitive-topic list (5 = none)
+- sensitivity: density of words from a generic list of violent, sexual, drug and slur terms (5 = none)
 - overall: the mean of the thirteen, at most 3 for fragments under 50 words
 """
 
@@ -39,38 +40,30 @@ import numpy as np
 import pyarrow as pa
 
 from operators.langid import LanguageID
-from scoring.dataman import CRITERIA, DOMAINS, PROMPT_VERSION, Rating, annotation_table
+from scoring.dataman import CRITERIA, DOMAINS, Rating, annotation_table
 
 Similarity = Literal["embeddings", "tfidf"]
 
+# One dictionary-style gloss per DataMan domain (what the word means, not what any corpus contains).
 DOMAIN_DESCRIPTIONS: dict[str, str] = {
-    "Medicine": "medicine health disease patient doctor hospital treatment symptoms clinical drug therapy "
-                "diagnosis medical care nurse vaccine surgery",
-    "Finance": "finance money bank investment stock market price interest loan tax budget economy accounting "
-               "credit payment insurance",
-    "Law": "law legal court judge contract rights lawyer regulation statute lawsuit license copyright liability "
-           "crime justice attorney",
-    "Education": "education school student teacher learning course university lesson exam curriculum tutorial "
-                 "classroom study homework",
-    "Technology": "technology computer software hardware system network server operating system linux installation "
-                  "configuration device internet administration package",
-    "Entertainment": "entertainment fun joke humor movie music game celebrity comedy funny story show television "
-                     "quote laugh",
-    "Mathematics": "mathematics equation theorem proof number algebra geometry calculus function integral matrix "
-                   "probability statistics",
-    "Coding": "programming code source function class variable python sql query database table index syntax "
-              "compiler library api module method return",
-    "Government": "government politics election president policy parliament state public administration minister "
-                  "law citizens nation official",
-    "Culture": "culture art history literature philosophy religion tradition poetry language society books "
-               "wisdom life love",
-    "Transportation": "transportation car traffic vehicle road train airport flight travel bus driving bicycle "
-                      "railway ship",
-    "Retail E-commerce": "shopping store retail product buy sell price order customer online shop delivery cart "
-                         "discount brand",
-    "Telecommunication": "telecommunication phone mobile network signal wireless broadband telephone carrier "
-                         "cellular antenna 5g",
-    "Agriculture": "agriculture farm crop farmer soil harvest livestock plant seed irrigation food cattle",
+    "Medicine": "medicine: the science and practice of diagnosing, treating and preventing disease; health, "
+                "patients, doctors, hospitals, drugs",
+    "Finance": "finance: the management of money; banking, investment, markets, loans, taxes, accounting",
+    "Law": "law: the system of rules enforced by courts; legislation, contracts, rights, lawyers, judges, licences",
+    "Education": "education: teaching and learning; schools, universities, students, teachers, courses, lessons",
+    "Technology": "technology: the application of science and engineering; computers, software, hardware, "
+                  "networks, devices, systems",
+    "Entertainment": "entertainment: activities that amuse people; films, music, games, humour, jokes, shows",
+    "Mathematics": "mathematics: the science of numbers, quantity and space; algebra, geometry, proofs, equations",
+    "Coding": "coding: writing computer programs; source code, programming languages, functions, variables, "
+              "syntax",
+    "Government": "government: the governing of a state; politics, elections, public administration, policy",
+    "Culture": "culture: the arts, customs and ideas of a society; history, literature, philosophy, religion",
+    "Transportation": "transportation: moving people and goods; vehicles, roads, railways, flights, traffic",
+    "Retail E-commerce": "retail and e-commerce: selling goods to customers; shops, products, prices, online "
+                         "orders",
+    "Telecommunication": "telecommunication: communication over distance; telephones, mobile networks, signals",
+    "Agriculture": "agriculture: farming; crops, soil, harvests, livestock, food production",
     "Other": "",
 }
 # Below this cosine to the nearest description, a document's domain is "Other".
@@ -99,10 +92,13 @@ def _windows(words: list[str], size: int = 50) -> list[list[str]]:
     return [words[i:i + size] for i in range(0, len(words), size)]
 
 
-class OfflineTeacher:
-    """rate(texts) -> Ratings, and annotate(ids, texts) -> annotation table (annotator `teacher`)."""
+DEMO_PROMPT_VERSION = "demo-heuristics-v2"
 
-    annotator = "teacher:proxies-v1"
+
+class OfflineTeacher:
+    """The demo teacher: rate(texts) -> Ratings, annotate(ids, texts) -> annotation table, labelled as a demo."""
+
+    annotator = "demo-teacher:heuristics-v2 (not DataMan)"
 
     def __init__(self, similarity: Similarity = "embeddings", embedding_model: str | None = None,
                  max_chars: int = 20_000) -> None:
@@ -113,7 +109,7 @@ class OfflineTeacher:
         self._domains = None
 
     def annotate(self, ids: Sequence[str], texts: Sequence[str]) -> pa.Table:
-        return annotation_table(list(ids), self.rate(texts), self.annotator, PROMPT_VERSION)
+        return annotation_table(list(ids), self.rate(texts), self.annotator, DEMO_PROMPT_VERSION)
 
     def rate(self, texts: Sequence[str]) -> list[Rating]:
         texts = [(text or "")[: self.max_chars] for text in texts]
@@ -141,7 +137,7 @@ class OfflineTeacher:
         from sklearn.feature_extraction.text import TfidfVectorizer
 
         if self._domains is None:
-            vectorizer = TfidfVectorizer(sublinear_tf=True).fit(descriptions)
+            vectorizer = TfidfVectorizer(sublinear_tf=True, stop_words="english").fit(descriptions)
             self._domains = (vectorizer, vectorizer.transform(descriptions))
         vectorizer, described = self._domains
         return (vectorizer.transform(texts) @ described.T).toarray()

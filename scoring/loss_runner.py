@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from scoring.actors import gpus_available, run_batches
 from scoring.losses import DocumentLosses, LossModel
 from storage.shards import write_table_atomic
 
@@ -57,40 +58,6 @@ def _chunks(n: int, size: int) -> list[slice]:
     return [slice(i, min(i + size, n)) for i in range(0, n, size)]
 
 
-def gpus_available() -> int:
-    """GPUs of the Ray cluster this process is connected to (0 when not connected)."""
-    import ray
-
-    return int(ray.cluster_resources().get("GPU", 0)) if ray.is_initialized() else 0
-
-
-def _compute(model: LossModel, texts: list[str], use_ray: bool, batch_docs: int) -> DocumentLosses:
-    if not use_ray:
-        return DocumentLosses.concat([model.losses(texts[s]) for s in _chunks(len(texts), batch_docs)])
-    import ray
-    from ray.util import ActorPool
-
-    gpus = gpus_available()
-    actor = ray.remote(num_gpus=1, num_cpus=0)(LossActor) if gpus else ray.remote(num_cpus=1)(LossActor)
-    actors = [actor.remote(model) for _ in range(max(1, gpus))]
-    try:
-        parts = list(ActorPool(actors).map(lambda a, s: a.losses.remote(texts[s]), _chunks(len(texts), batch_docs)))
-    finally:
-        for handle in actors:
-            ray.kill(handle)
-    return DocumentLosses.concat(parts)
-
-
-class LossActor:
-    """One model on one Ray worker (its GPU when it has one): loads once, scores many batches."""
-
-    def __init__(self, model: LossModel) -> None:
-        self.model = model
-
-    def losses(self, texts: list[str]) -> DocumentLosses:
-        return self.model.losses(texts)
-
-
 def family_losses(models: Sequence[LossModel], ids: Sequence[str], texts: Sequence[str],
                   cache: LossCache | str | Path | None = None, use_ray: bool | None = None,
                   batch_docs: int = BATCH_DOCS) -> tuple[np.ndarray, dict[str, int]]:
@@ -109,7 +76,8 @@ def family_losses(models: Sequence[LossModel], ids: Sequence[str], texts: Sequen
         known = cache.read(model.key, ids) if cache else {}
         todo = [i for i, doc_id in enumerate(ids) if doc_id not in known]
         if todo:
-            new = _compute(model, [texts[i] for i in todo], use_ray, batch_docs)
+            batches = [[texts[i] for i in todo[s]] for s in _chunks(len(todo), batch_docs)]
+            new = DocumentLosses.concat(run_batches(model, "losses", batches, use_ray))
             if cache:
                 cache.write(model.key, [ids[i] for i in todo], new)
             known.update(zip((ids[i] for i in todo), zip(new.loss, new.n_tokens, new.n_bytes, strict=True),

@@ -64,6 +64,7 @@ class StudentRater:
 
         if annotations.num_rows != len(texts):
             raise ValueError(f"{annotations.num_rows} annotations for {len(texts)} texts")
+        self.annotators_ = sorted(set(annotations.column("annotator").to_pylist()))  # e.g. the demo teacher's label
         self.featurizer_ = self._featurizer()
         features = self._transform(texts, fit=True)
         self.regressors_ = {key: Ridge(alpha=self.alpha, solver="sparse_cg" if self.features == "hashing" else "auto")
@@ -84,6 +85,23 @@ class StudentRater:
         out["domain"] = (self.domain_model_.predict(features) if self.domain_model_ is not None
                          else np.full(len(texts), self.domains_[0], dtype=object))
         return out
+
+    def agreement(self, texts: Sequence[str], annotations: pa.Table) -> dict[str, dict[str, float]]:
+        """How well the student agrees with its teacher on (held-out) annotated texts: per criterion the share
+        rated exactly alike (prediction rounded), within one point, and Spearman's rho; the domain's accuracy."""
+        from scipy.stats import spearmanr
+
+        predicted = self.predict(texts)
+        report = {}
+        for key in CRITERIA:
+            truth = np.asarray(annotations.column(key), float)
+            guess = predicted[column_name(key)].astype(float)
+            rho = spearmanr(truth, guess).statistic if np.ptp(truth) and np.ptp(guess) else float("nan")
+            report[key] = {"exact": float((np.rint(guess) == truth).mean()),
+                           "within_1": float((np.abs(guess - truth) <= 1).mean()), "spearman": float(rho)}
+        domains = np.asarray(annotations.column("domain").to_pylist(), dtype=object)
+        report["domain"] = {"exact": float((predicted["domain"] == domains).mean())}
+        return report
 
     def __getstate__(self) -> dict:
         return {key: value for key, value in self.__dict__.items() if key != "_encoder"}

@@ -144,7 +144,10 @@ def test_select_top_fraction_keeps_the_best_tokens(scored):
 def test_select_domain_budgets_fill_each_domain(scored):
     out = scored[0]
     budget = 200_000
-    config = SelectConfig(column="dataman_overall", method="domain_budgets", budget=budget, mode="equal")
+    assert SelectConfig(method="domain_budgets", budget=1).mode == "multi_domain"  # DataMan's recipe by default
+    assert SelectConfig(method="domain_budgets", budget=1).min_score == 5 and SelectConfig().margin == 0.1
+    config = SelectConfig(column="dataman_overall", method="domain_budgets", budget=budget, mode="equal",
+                          min_score=None)
     totals = select(str(out), config, progress=False)
     kept = pq.read_table(stage_files(out, "shards", "select"), columns=["domain", "n_tokens", "repeats"])
     domains = sorted(totals["by_domain"])
@@ -185,7 +188,8 @@ def test_cli_trains_a_family_preselect_and_students(corpus, tmp_path):
     assert np.median(preselect.predict_proba(tech_texts)) > np.median(preselect.predict_proba(fortunes))
 
     sample = "SELECT id, text FROM stage_tokenize LIMIT 150"
-    result = runner.invoke(app, ["score", "annotate", str(out), "--teacher", "--similarity", "tfidf", "--sql", sample,
+    result = runner.invoke(app, ["score", "annotate", str(out), "--teacher", "demo", "--similarity", "tfidf",
+                                 "--sql", sample,
                                  "--out", str(tmp_path / "ann.parquet")])
     assert result.exit_code == 0 and "150 documents annotated, 0 failed" in result.output, result.output
     result = runner.invoke(app, ["score", "train-students", str(tmp_path / "ann.parquet"), "--run", str(out),

@@ -211,8 +211,9 @@ def preselect(
     fitted = _fit_preselect(family, metric, ids, documents, folder / "losses", strength, positive_fraction, epoch, lr)
     model = fitted.classifier_.save(folder / "preselect.bin")
     fitted.strength_table(ids).to_parquet(folder / "preselect_strength.parquet")
+    # a classifier trained anew gives new scores: the stage is redone (the family's losses come from the cache)
     score(str(run), ScoreConfig(input_stage=stage, fasttext=[FastTextScorer(model=str(model))]),
-          ray_address=ray_address, progress=progress)
+          ray_address=ray_address, progress=progress, restart=True)
     totals = select_flow(str(run), SelectConfig(column="preselect", fraction=fraction, by=by), ray_address=ray_address,
                          progress=progress)
     typer.echo(f"\n{totals['selected']:,} of {totals['documents']:,} documents selected "
@@ -225,30 +226,55 @@ def annotate(
     out: Path = typer.Option(..., "--out", "-o", help="Where to write the annotations (.parquet)."),
     sql: str = typer.Option("SELECT id, text FROM docs USING SAMPLE 2000 ROWS (reservoir, 0)",
                             help="Which documents: read-only SQL returning id and text."),
-    teacher: bool = typer.Option(False, "--teacher", help="The offline teacher (an approximation, no LLM)."),
-    similarity: str = typer.Option("embeddings", help="Teacher's domain similarity: embeddings or tfidf."),
     base_url: str = typer.Option(None, envvar="OPENAI_BASE_URL",
-                                 help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1 (vLLM)."),
+                                 help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1 (vLLM, TGI)."),
     model: str = typer.Option(None, help="Model name the endpoint serves."),
-    concurrency: int = typer.Option(8, help="Requests in flight at once."),
+    hf_model: str = typer.Option(None, "--hf-model", help="A local Hugging Face causal LM directory (or hub name) "
+                                                          "to generate with, e.g. a DataMan rater."),
+    template: str = typer.Option(None, help="rater (dataman_annotate.py's request, for DataMan's fine-tuned raters; "
+                                            "default with --hf-model) or teacher (prepare_data.py's criteria and "
+                                            "instructions, for an instruction-tuned LLM; default with --base-url)."),
+    teacher: str = typer.Option(None, "--teacher", help="`demo`: the offline DEMO teacher, heuristics standing in "
+                                                        "for an LLM (NOT DataMan's ratings; labelled as such)."),
+    similarity: str = typer.Option("embeddings", help="Demo teacher's domain similarity: embeddings or tfidf."),
+    concurrency: int = typer.Option(8, help="Endpoint: requests in flight at once."),
+    batch_size: int = typer.Option(8, help="--hf-model: documents generated per batch."),
     cache: Path = typer.Option(None, help="Annotation cache folder (default: <run>/_dataman_cache)."),
 ) -> None:
-    """Rate documents on DataMan's 14 criteria and 15 domains, with an LLM or the offline teacher."""
+    """Rate documents on DataMan's 14 criteria and 15 domains: an endpoint, a local Hugging Face model, or the demo."""
     import pyarrow.parquet as pq
 
     from flows.score import query_documents
-    from scoring.dataman_llm import LLMAnnotator
-    from scoring.dataman_teacher import OfflineTeacher
 
+    chosen = [name for name, given in (("--base-url", base_url), ("--hf-model", hf_model), ("--teacher", teacher))
+              if given]
+    if len(chosen) != 1:
+        fail("give one annotator: --base-url and --model (an endpoint), --hf-model (a local model) or --teacher demo"
+             + (f", not {' and '.join(chosen)}" if chosen else ""))
+    if teacher is not None and teacher != "demo":
+        fail(f"--teacher takes only `demo` (the offline heuristic demo), not {teacher!r}")
+    if template not in (None, "rater", "teacher"):
+        fail(f"--template must be rater or teacher, not {template}")
     ids, texts = query_documents(run, sql)
+    cache = cache or run / "_dataman_cache"
     if teacher:
-        table = OfflineTeacher(similarity=similarity).annotate(ids, texts)
-        failed = {}
+        from scoring.dataman_teacher import OfflineTeacher
+
+        demo = OfflineTeacher(similarity=similarity)
+        table, failed = demo.annotate(ids, texts), {}
+        typer.echo(f"DEMO teacher ({demo.annotator}): heuristic ratings, not DataMan's; for trying the pipeline only")
+    elif hf_model:
+        from scoring.dataman_hf import HFRater
+
+        result = HFRater(hf_model, template or "rater", batch_size=batch_size, cache=cache).annotate(ids, texts)
+        table, failed = result.annotations, result.failed
     else:
-        if not base_url or not model:
-            fail("give --base-url and --model for an LLM, or --teacher")
-        result = LLMAnnotator(base_url, model, concurrency=concurrency,
-                              cache=cache or run / "_dataman_cache").annotate(ids, texts)
+        from scoring.dataman_llm import LLMAnnotator
+
+        if not model:
+            fail("give --model: the model name the endpoint serves")
+        result = LLMAnnotator(base_url, model, template=template or "teacher", concurrency=concurrency,
+                              cache=cache).annotate(ids, texts)
         table, failed = result.annotations, result.failed
     out.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, out)
@@ -264,22 +290,41 @@ def train_students(
     out: Path = typer.Option(..., "--out", "-o", help="Where to write the student rater (.joblib)."),
     stage: str = typer.Option(None, help="Stage holding the documents (default: the run's final stage)."),
     features: str = typer.Option("hashing", help="hashing (word 1-2-grams) or embeddings (model2vec)."),
+    held_out: float = typer.Option(0.2, help="Share of the annotations kept out of training to measure agreement."),
 ) -> None:
-    """Train student raters (a regressor per criterion, a domain classifier) on DataMan annotations."""
+    """Train student raters (a regressor per criterion, a domain classifier) on DataMan annotations; report their
+    agreement with the annotator on held-out documents (also written to <out>.agreement.json)."""
+    import json
+
+    import numpy as np
     import pyarrow.parquet as pq
 
     from flows.score import texts_by_id
     from scoring.students import StudentRater
     from storage.manifest import load_manifest
 
+    if not 0 <= held_out < 1:
+        fail(f"--held-out must be within [0, 1), not {held_out}")
     table = pq.read_table(annotations)
     manifest = load_manifest(run)
     stage = stage or (manifest.final_stage if manifest else None)
     if not stage:
         fail("give --stage: the run has no manifest naming its final stage")
     texts = texts_by_id(run, stage, table.column("id").to_pylist())
-    StudentRater(features=features).fit(texts, table).save(out)
-    typer.echo(f"student rater trained on {table.num_rows:,} annotations: {out}")
+    order = np.random.default_rng(0).permutation(table.num_rows)
+    n_test = int(round(held_out * table.num_rows))
+    test, train = np.sort(order[:n_test]), np.sort(order[n_test:])
+    rater = StudentRater(features=features).fit([texts[i] for i in train], table.take(train))
+    rater.save(out)
+    annotator = ", ".join(sorted(set(table.column("annotator").to_pylist())))
+    typer.echo(f"student rater trained on {len(train):,} annotations by {annotator}: {out}")
+    if n_test:
+        report = rater.agreement([texts[i] for i in test], table.take(test))
+        out.with_name(out.name + ".agreement.json").write_text(json.dumps(
+            {"annotator": annotator, "held_out": n_test, "agreement": report}, indent=2))
+        typer.echo(f"agreement with the annotator on {n_test:,} held-out documents:")
+        for key, values in report.items():
+            typer.echo(f"  {key:<28}" + "  ".join(f"{name} {value:.2f}" for name, value in values.items()))
 
 
 def select(
