@@ -1,4 +1,7 @@
-"""Scoring speed, one process on one core: our fastText scoring operator against raw fastText `predict` on the
+"""Scoring speed. Loss scoring (PreSelect's family losses): documents/s of scoring.hf_lm.HFCausalLM per model size
+against a plain transformers forward loop over the same windows (PreSelect's bpc loop: one document, one window at
+a time) on the same texts, on CPU and, where torch sees one, on the GPU (wall seconds; `--loss-only` runs just
+this). Then, one process on one core: our fastText scoring operator against raw fastText `predict` on the
 same texts (the ratio is our overhead: Arrow in and out, text normalisation), the DataMan student rater, the
 offline teacher, and PreSelect's byte n-gram losses.
 
@@ -51,15 +54,84 @@ def best_of(repeats: int, function, *args) -> float:
     return min(timed(function, *args) for _ in range(repeats))
 
 
+LOSS_SIZES = ((64, 2), (128, 4), (256, 6))  # GPT-2 width, layers: ~0.3M, ~1.3M, ~6M parameters + embeddings
+
+
+def plain_loop(model, tokenizer, texts: list[str], device: str, window: int = 1900, stride: int = 512) -> float:
+    """PreSelect's bpc loop (after llm-compression-intelligence/code/evaluation): windows one at a time."""
+    import torch
+
+    total = 0.0
+    for text in texts:
+        data = torch.tensor([tokenizer.bos_token_id] + tokenizer(text)["input_ids"], device=device)
+        begin, prev_end = 0, 0
+        while True:
+            end = min(begin + window + 1, len(data))
+            ids, target_len = data[begin:end], end - prev_end
+            with torch.inference_mode():
+                logits = model(ids[None, :-1]).logits[0].float()
+            losses = torch.nn.functional.cross_entropy(logits, ids[1:], reduction="none")
+            total += losses[-min(target_len, len(ids) - 1):].sum().item()
+            prev_end, begin = end, begin + stride
+            if end >= len(data):
+                break
+    return total
+
+
+def loss_rows(texts: list[str], work: Path) -> list[tuple[str, float, float]]:
+    """(model and device, our docs/s, plain loop docs/s) per model size and device."""
+    import torch
+    from scoring_inputs import train_tokenizer
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from scoring.hf_lm import HFCausalLM
+
+    tokenizer = train_tokenizer(texts[:200], work / "tokenizer", vocab_size=2048)
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    rows = []
+    for width, layers in LOSS_SIZES:
+        folder = work / f"gpt2-{width}"
+        torch.manual_seed(0)
+        GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_embd=width, n_layer=layers, n_head=4,
+                                   n_positions=2048)).save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        for device in devices:
+            ours = HFCausalLM(folder, device=device, dtype="float32")
+            ours.losses(texts[:2])  # load and warm up
+            start = time.perf_counter()
+            total = ours.losses(texts).loss.sum()
+            our_seconds = time.perf_counter() - start
+            start = time.perf_counter()
+            reference = plain_loop(ours._model, ours._tokenizer, texts, ours.device_)
+            plain_seconds = time.perf_counter() - start
+            assert abs(total - reference) <= 1e-3 * abs(reference), (total, reference)  # the same losses
+            params = sum(p.numel() for p in ours._model.parameters()) / 1e6
+            rows.append((f"GPT-2 {width}x{layers} ({params:.1f}M) on {device}", len(texts) / our_seconds,
+                         len(texts) / plain_seconds))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer documents (the default)")
     parser.add_argument("--full", action="store_true", help="more documents")
+    parser.add_argument("--loss-only", action="store_true", help="only the loss-scoring comparison")
     args = parser.parse_args()
     n_docs = 40_000 if args.full else 10_000
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
     docs = sample_docs(SAMPLE)
+    loss_texts = [t[:6000] for t in docs.text.tolist()[: 256 if args.full else 48]]
+    with tempfile.TemporaryDirectory() as work:
+        rows = loss_rows(loss_texts, Path(work))
+    print(f"Loss scoring: {len(loss_texts)} documents (up to 6,000 characters, whole, in 1,900/512 windows), "
+          "wall time, same losses both ways")
+    width = max(len(name) for name, _, _ in rows)
+    for name, ours, plain in rows:
+        print(f"  {name:<{width}}  {ours:>8,.1f} docs/s   plain loop {plain:>8,.1f} docs/s   {ours / plain:5.2f}x")
+    print()
+    if args.loss_only:
+        return
     texts = (docs.text.tolist() * (n_docs // len(docs) + 1))[:n_docs]
     table = pa.table({"text": pa.array(texts, pa.large_string())})
     batches = [table.slice(i, BATCH) for i in range(0, n_docs, BATCH)]
@@ -92,7 +164,8 @@ def main() -> None:
         rows.append(("student rater (14 ridge + domain, hashed 1-2-grams)", few.num_rows / best_of(2, students, few)))
         teacher = OfflineTeacher(similarity="tfidf")
         sample = texts[:500]
-        rows.append(("offline teacher (proxies + TF-IDF domain)", len(sample) / timed(teacher.rate, sample)))
+        rows.append(("demo teacher (heuristics + TF-IDF domain; not DataMan)",
+                     len(sample) / timed(teacher.rate, sample)))
         lm = ByteNgramLM(order=4, max_bytes=4096).fit(texts[:500])
         scored = texts[:2000]
         rows.append(("byte 4-gram LM bits/byte (4 kB/doc), per model", len(scored) / timed(lm.bits_per_byte, scored)))

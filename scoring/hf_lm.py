@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scoring.losses import STRIDE, WINDOW, DocumentLosses, resolve_device, utf8_bytes, windowed_losses
+from scoring.losses import CPU_BATCH_TOKENS, STRIDE, WINDOW, DocumentLosses, resolve_device, utf8_bytes, windowed_losses
 
 # config.json keys that bound a model's context
 CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "n_ctx", "seq_length")
@@ -68,7 +68,7 @@ class HFCausalLM:
                         if isinstance(getattr(self._model.config, k, None), int)), None)
         self.window_ = min(self.window, context - 1) if context else self.window
         self.stride_ = min(self.stride, self.window_)
-        self.batch_tokens_ = self.batch_tokens or (65_536 if self.device_.startswith("cuda") else 8_192)
+        self.batch_tokens_ = self.batch_tokens or (65_536 if self.device_.startswith("cuda") else CPU_BATCH_TOKENS)
 
     def token_ids(self, texts: Sequence[str]) -> list[np.ndarray]:
         """Each text's ids as the tokenizer encodes it, with BOS first where the tokenizer has one."""

@@ -27,6 +27,9 @@ import numpy as np
 # PreSelect's bpc/main.py: --block_size 1900 --stride 512
 WINDOW = 1900
 STRIDE = 512
+# Tokens per forward pass on CPU: about one long window (measured here: larger CPU batches only add padding
+# and cache misses); on a GPU the models take 65,536.
+CPU_BATCH_TOKENS = 2_048
 
 
 @dataclass

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scoring.losses import STRIDE, WINDOW, DocumentLosses, resolve_device, utf8_bytes, windowed_losses
+from scoring.losses import CPU_BATCH_TOKENS, STRIDE, WINDOW, DocumentLosses, resolve_device, utf8_bytes, windowed_losses
 
 
 class ProxyLM:
@@ -54,7 +54,7 @@ class ProxyLM:
         self.encoder_ = load_encoder(saved["tokenizer"], threads=1)
         self.window_ = int(saved["shape"]["seq_len"])
         self.stride_ = max(1, round(self.window_ * STRIDE / WINDOW))
-        self.batch_tokens_ = self.batch_tokens or (65_536 if self.device_.startswith("cuda") else 8_192)
+        self.batch_tokens_ = self.batch_tokens or (65_536 if self.device_.startswith("cuda") else CPU_BATCH_TOKENS)
 
     def losses(self, texts: Sequence[str]) -> DocumentLosses:
         if self._model is None:
