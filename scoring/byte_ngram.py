@@ -86,8 +86,9 @@ class ByteNgramLM:
 
     @property
     def key(self) -> str:
-        """Name and shape of the model; the family file adds the model file's size and time."""
-        return f"ngram:{self.name}:order={self.order}:max_bytes={self.max_bytes}:trained_on={self.n_bytes_}"
+        """Name and shape of the model, and for a loaded one its file's path, size and time."""
+        return (f"ngram:{self.name}:order={self.order}:max_bytes={self.max_bytes}:trained_on={self.n_bytes_}"
+                + getattr(self, "source_", ""))
 
     def _index(self) -> None:
         """Hash indexes over the pair and context keys of every order, for scoring."""
@@ -137,5 +138,7 @@ class ByteNgramLM:
             model = cls(order=int(saved["order"]), max_bytes=int(saved["max_bytes"]) or None, name=str(saved["name"]))
             model.tables_ = [tuple(saved[f"{k}_{i}"] for i in range(5)) for k in range(model.order)]
             model.n_bytes_ = int(saved["n_bytes"])
+        stat = Path(path).stat()
+        model.source_ = f":{Path(path).resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
         model._index()
         return model
