@@ -4,8 +4,9 @@ Its ratings come from measurable text statistics, so a pipeline can be tried end
 (train students, try selections); every annotation it writes carries the annotator name
 `demo-teacher:heuristics-v2 (not DataMan)`. Ratings meant to be trusted come from DataMan's prompt through
 an LLM (scoring.dataman_llm, scoring.dataman_hf). An LLM judges meaning; these proxies measure surface
-properties that tend to go with each criterion, each mapped onto 1-5 by generic fixed ranges (not tuned on
-any corpus):
+properties that tend to go with each criterion, each mapped onto 1-5 by fixed ranges (set when these
+heuristics were first written, by looking at the sample corpus; the domain keyword lists that were fitted
+to it are gone):
 
 - domain: zero-shot, the domain whose one-line gloss (a dictionary-style description of the domain name,
   not words taken from any corpus) is most similar to the document (model2vec embeddings of
