@@ -22,7 +22,7 @@ from sklearn.model_selection import train_test_split
 from dashboards import launch
 from dashboards.run import columns, quoted, run_sql
 from mixtures.io import MixtureFileError, export_mixture, join_runs, read_metrics, read_mixtures
-from mixtures.regression import MODELS, RegMixRegressor
+from mixtures.regression import MODELS, RegMixRegressor, importance
 from storage.catalog import QueryRefused
 
 RATIOS, METRICS, EXPERIMENT_FILE = "ratios.csv", "metrics.csv", "experiment.json"
@@ -230,13 +230,12 @@ def token_prior(run_dir: Path, domains: list[str]) -> pd.Series | None:
 
 
 def importances(regressor: RegMixRegressor) -> pd.DataFrame:
-    """Per target, each domain's share of the model's importance (LightGBM gain, or |coefficient|)."""
+    """Per target, each domain's share of the model's importance (LightGBM gain, |coefficient|, |t|);
+    zeros for a model without one (the Gaussian process)."""
     shares = {}
     for target, model in zip(regressor.targets_, regressor.models_, strict=True):
-        raw = (model.booster_.feature_importance(importance_type="gain") if hasattr(model, "booster_")
-               else np.abs(model.coef_))
-        total = float(np.sum(raw))
-        shares[target] = np.asarray(raw, dtype=float) / total if total > 0 else np.zeros(len(raw))
+        share = importance(model)
+        shares[target] = np.zeros(len(regressor.domains_)) if share is None else share
     return pd.DataFrame(shares, index=regressor.domains_)
 
 

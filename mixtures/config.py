@@ -52,7 +52,7 @@ class ProxySettings(Section):
 
 
 class RegressionConfig(Section):
-    model: Literal["lightgbm", "linear"] = "lightgbm"
+    model: Literal["lightgbm", "lightgbm_climb", "linear", "log_linear", "gp", "auto"] = "lightgbm"
     params: dict | None = None
     n_samples: int = Field(100_000, gt=0)
     top_k: int = Field(128, gt=0)
