@@ -4,7 +4,9 @@
    mixtures for the optimum, LightGBM and linear. Reference: RegMix's notebook way, the full 1000-tree
    ensemble predicting every candidate; ours screens with the first 100 trees. Printed: both times,
    the speedup, and how far apart the two optima are (L1).
-2. Proxy training tokens/s of a ~0.85M-parameter proxy on one thread, against this CPU's own
+2. Every predictor (lightgbm, lightgbm_climb, linear, log_linear, gp) on the same runs: fit, optimum
+   and (--full) 5-fold cross-validation times; goal: LightGBM fit + 1M-candidate optimum under 30 s.
+3. Proxy training tokens/s of a ~0.85M-parameter proxy on one thread, against this CPU's own
    single-thread matmul peak measured in the same run (model FLOPs utilisation, 6 x params per token).
 
     .venv/bin/python benchmarks/mixtures.py            # --quick: 200k candidates, 20k training tokens
@@ -54,6 +56,27 @@ def regression(n_candidates: int, threads: int) -> None:
               f"pile_cc {ours['train_the_pile_pile_cc']:.3f}")
 
 
+def models(n_candidates: int, cv: bool) -> None:
+    """Every predictor on RegMix's 512 runs: fit, 5-fold CV and the optimum over n candidates (one thread)."""
+    from mixtures.io import join_runs, read_metrics, read_mixtures
+    from mixtures.regression import CANDIDATES, RegMixRegressor, compare_models
+
+    X, Y = join_runs(read_mixtures(REGMIX / "train_mixture_1m.csv"), read_metrics(REGMIX / "train_pile_loss_1m.csv"))
+    for model in CANDIDATES:
+        started = time.perf_counter()
+        fitted = RegMixRegressor(model, num_threads=2).fit(X, Y[TARGET])
+        fit_s = time.perf_counter() - started
+        started = time.perf_counter()
+        fitted.optimum(n_candidates, 128)
+        optimum_s = time.perf_counter() - started
+        line = f"{model:15s} fit {fit_s:6.2f} s | optimum over {n_candidates:,}: {optimum_s:6.2f} s"
+        if cv:
+            started = time.perf_counter()
+            compare_models(X, Y[TARGET], (model,))
+            line += f" | 5-fold CV {time.perf_counter() - started:6.2f} s"
+        print(f"{line} | fit + optimum {fit_s + optimum_s:6.2f} s")
+
+
 def matmul_peak() -> float:
     """Single-thread float32 GFLOP/s of a 512 x 512 matmul (the best of a few)."""
     import torch
@@ -99,6 +122,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="LightGBM prediction threads")
     args = parser.parse_args()
     regression(1_000_000 if args.full else 200_000, args.threads)
+    models(1_000_000 if args.full else 100_000, cv=args.full)
     proxy(100_000 if args.full else 20_000)
 
 
