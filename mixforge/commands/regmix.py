@@ -187,16 +187,18 @@ def optimum(
 
 @regmix_app.command("run")
 def run(
-    config: Path = typer.Argument(..., help="Experiment YAML (see mixtures/config.py)."),
+    config: Path = typer.Argument(..., help="Experiment YAML: the keys of mixtures/config.py ExperimentConfig "
+                                            "(also the pipeline's `mixture:` section)."),
     ray_address: RayAddress = None,
 ) -> None:
     """Run a whole experiment: target sets, proxy rounds on Ray, fit, best mixture, exports."""
+    from flows.config import ConfigError, load_config
     from flows.engine import init_ray
-    from mixtures.config import ConfigError, load_config
+    from mixtures.config import ExperimentConfig
     from mixtures.experiment import MixtureExperiment
 
     try:
-        settings = load_config(config)
+        settings = load_config(config, model=ExperimentConfig)
         experiment = MixtureExperiment(settings)
     except (ConfigError, ValueError) as error:
         fail(str(error))
