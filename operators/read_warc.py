@@ -68,6 +68,7 @@ class ArchiveReader(Reader):
 
         records = ArchiveIterator(stream, arc2warc=True)
         offset, index = 0, 0
+        gzipped: bool | None = None  # known from the first record: are the records gzip members?
         while True:
             try:
                 record = next(records, None)
@@ -79,6 +80,12 @@ class ArchiveReader(Reader):
                                          f"{type(error).__name__}: {error}") from None
             if record is None:
                 break
+            if gzipped is None:
+                gzipped = records.reader.decompressor is not None
+            elif gzipped and records.reader.decompressor is None:
+                # warcio reads a gzip member it cannot inflate as plain bytes: in a gzipped WARC that
+                # member is corrupt, whatever header-like garbage it parsed from it
+                raise InputError(offset, f"unreadable WARC record at byte {offset}: its gzip member is corrupt")
             if record.length is None:  # every WARC record has a Content-Length: this header was cut
                 raise InputError(offset, f"WARC record at byte {offset} has no Content-Length "
                                          "(truncated or corrupt file)")
