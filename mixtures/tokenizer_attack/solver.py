@@ -1,0 +1,236 @@
+"""The mixture LP with slack, solved with HiGHS, its constraints generated lazily.
+
+As the reference's `run_solver.py::lazy_optimize` (Hayase et al. 2024, §3): variables are the mixture
+weights alpha (alpha >= 0, sum 1), a slack v_t >= 0 per merge step and a slack v_p >= 0 per pair; for
+the pair m_t merged at step t and any other pair p present then,
+
+    sum_k alpha_k (c_t,k(m_t) - c_t,k(p)) / b_k + v_t + v_p >= 0,
+
+c_t,k the counts in category k's sample before merge t, b_k its size; minimise sum v_t + sum v_p.
+With b_k the sample's bytes, alpha is the byte share of each category in the tokenizer's training data
+(the reference's `byte_count` normalisation). Steps whose merge no category's sample contains give no
+constraint (the reference's `missing_merges`).
+
+Only violated constraints are added, a round at a time, then the LP is solved again, until the
+solution violates none. Finding them is where this differs from the reference, which sweeps the merges
+with a priority queue and adds the top 10 competitors per step until 100 are new: here every pair's
+count history is a list of segments with constant counts, its value under the current alpha is one
+sparse product, and each segment's worst step (lowest threshold in its range) comes from a range-
+minimum table over the steps' thresholds, all vectorised; a round adds, per step, the `per_step`
+most violated of those (the reference's competitor batch of 10), at most `max_add` in all, most
+violated first. Any violated constraint is a valid cut, so the fixed point is the same LP optimum.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+
+from mixtures.tokenizer_attack.pair_counts import PairHistory
+
+PER_STEP = 10  # competitors added per step and round (the reference's competitor_batch_size)
+MAX_ADD = 2000  # constraints added per round
+MAX_ROUNDS = 500
+DEPTH = 4  # levels of worst-step search per segment and round
+TOLERANCE = 1e-6  # violations below this (in counts of a mean-sized sample) are not violations
+
+
+class SolverError(RuntimeError):
+    """HiGHS did not solve the LP."""
+
+
+@dataclass
+class LPSolution:
+    alpha: np.ndarray
+    objective: float
+    step_slack: float
+    pair_slack: float
+    rounds: int
+    constraints: int
+    converged: bool
+    used_steps: int  # steps whose merge some sample contains
+    history: list[dict] = field(default_factory=list)
+
+
+def solve(history: PairHistory, *, first_step: int = 0, per_step: int = PER_STEP, max_add: int = MAX_ADD,
+          max_rounds: int = MAX_ROUNDS, tol: float = TOLERANCE, depth: int = DEPTH) -> LPSolution:
+    """The LP's optimum over merges `first_step` .. n_steps - 1 (earlier merges only shape the counts)."""
+    K, T = len(history.categories), history.n_steps
+    scale = history.n_bytes.mean() / history.n_bytes  # counts of a mean-sized sample
+    deltas = (history.deltas @ sp.diags(scale)).tocsr()
+    pair = history.event_pair
+    start = history.pair_start
+    # the merged pair's counts at its step (its last event at or before the step)
+    merged_counts = np.zeros((T, K))
+    seen = history.merge_pair >= 0
+    combined = pair * (T + 2) + history.event_step
+    at = np.searchsorted(combined, history.merge_pair[seen] * (T + 2) + np.arange(T)[seen], side="right") - 1
+    ok = (at >= 0) & (pair[at.clip(min=0)] == history.merge_pair[seen])
+    steps = np.arange(T)[seen][ok]
+    merged_counts[steps] = history.counts_at(at[ok]) * scale
+    active = merged_counts.sum(axis=1) > 0
+    active[:first_step] = False
+    # each event's segment [lo, hi): its step to the pair's next event, cut at the pair's own merge
+    nxt = np.append(history.event_step[1:], T)
+    nxt[np.append(pair[1:] != pair[:-1], True)] = T
+    merge_step = np.full(len(history.pair_keys), T)
+    order = np.arange(T)[history.merge_pair >= 0]
+    np.minimum.at(merge_step, history.merge_pair[order], order)
+    own = merge_step[pair]
+    hi = np.minimum(nxt, np.where(history.event_step <= own, own, nxt))
+    lo = np.maximum(history.event_step, first_step)
+
+    alpha = np.full(K, 1.0 / K)
+    lp = _IncrementalLP(K)
+    step_column = np.full(T, -1)  # LP column of each step's slack, -1 while it has none
+    have = np.zeros(0, np.int64)  # constraints added, as step * n_pairs + pair (sorted)
+    n_pairs = len(history.pair_keys)
+    pair_column = np.full(n_pairs, -1)
+    v_step, v_pair = np.zeros(T), np.zeros(n_pairs)
+    solution = LPSolution(alpha, 0.0, 0.0, 0.0, 0, 0, False, int(active.sum()))
+    for round_ in range(max_rounds):
+        value = _segment_values(deltas @ alpha, pair, start)
+        threshold = np.where(active, merged_counts @ alpha + v_step, np.inf)
+        candidates = np.flatnonzero((value > tol) & (hi > lo))
+        events, worst, violation = _violated(threshold, value - v_pair[pair], candidates, lo, hi, tol, depth)
+        fresh = ~np.isin(worst * n_pairs + pair[events], have)  # only LP tolerance keeps these violated
+        events, worst, violation = events[fresh], worst[fresh], violation[fresh]
+        pick = _top_per_step(worst, violation, per_step, max_add)
+        if not len(pick):
+            solution.converged = True
+            break
+        events, worst = events[pick], worst[pick]
+        step_col = _columns(worst, step_column, lp)
+        pair_col = _columns(pair[events], pair_column, lp)
+        lp.add_cuts(merged_counts[worst] - history.counts_at(events) * scale, step_col, pair_col)
+        have = np.union1d(have, worst * n_pairs + pair[events])
+        x = lp.solve()
+        alpha = x[:K].clip(min=0)
+        alpha /= alpha.sum()
+        v_step = np.where(step_column >= 0, x[step_column], 0.0)
+        v_pair = np.where(pair_column >= 0, x[pair_column], 0.0)
+        solution = LPSolution(alpha, float(v_step.sum() + v_pair.sum()), float(v_step.sum()), float(v_pair.sum()),
+                              round_ + 1, len(have), False, int(active.sum()), solution.history)
+        solution.history.append({"round": round_ + 1, "added": int(len(pick)), "objective": solution.objective})
+    return solution
+
+
+def _columns(items: np.ndarray, column: np.ndarray, lp: _IncrementalLP) -> np.ndarray:
+    """LP columns of the slacks of `items` (steps or pairs), creating those they lack."""
+    new = np.unique(items[column[items] < 0])
+    column[new] = lp.n_cols + np.arange(len(new))
+    lp.add_slacks(len(new))
+    return column[items]
+
+
+def _segment_values(event_values: np.ndarray, pair: np.ndarray, start: np.ndarray) -> np.ndarray:
+    """Each pair's running sum of its events' values (its count under alpha from that event on)."""
+    total = np.cumsum(event_values)
+    before = np.concatenate([[0.0], total])[start]
+    return total - before[pair]
+
+
+def _violated(threshold: np.ndarray, competitor: np.ndarray, events: np.ndarray, lo: np.ndarray,
+              hi: np.ndarray, tol: float, depth: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Violated (event, step) cuts: each segment's worst step, then the worst of the parts on either side
+    of it, `depth` levels deep (up to 2**depth - 1 cuts per segment and round)."""
+    table = _MinTable(threshold)
+    lo, hi = lo[events], hi[events]
+    found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    for _ in range(depth):
+        if not len(events):
+            break
+        worst = table.argmin(lo, hi)
+        violation = competitor[events] - threshold[worst]
+        hit = violation > tol * (1 + np.abs(threshold[worst]))
+        events, worst, lo, hi = events[hit], worst[hit], lo[hit], hi[hit]
+        found.append((events, worst, violation[hit]))
+        left, right = worst > lo, hi > worst + 1
+        events = np.concatenate([events[left], events[right]])
+        lo, hi = np.concatenate([lo[left], worst[right] + 1]), np.concatenate([worst[left], hi[right]])
+    if not found:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
+    return tuple(np.concatenate(parts) for parts in zip(*found, strict=True))
+
+
+class _MinTable:
+    """Range-minimum queries over `values` in O(1) each: a sparse table of argmins, vectorised."""
+
+    def __init__(self, values: np.ndarray) -> None:
+        self.values = values
+        n = len(values)
+        self.levels = [np.arange(n)]
+        width = 1
+        while 2 * width <= n:
+            prev = self.levels[-1]
+            a, b = prev[:n - 2 * width + 1], prev[width:n - width + 1]
+            self.levels.append(np.where(values[a] <= values[b], a, b))
+            width *= 2
+
+    def argmin(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        """Index of the smallest value in each non-empty [lo, hi)."""
+        out = np.empty(len(lo), np.int64)
+        if not len(lo):
+            return out
+        level = np.floor(np.log2(hi - lo)).astype(np.int64)
+        for j in np.unique(level):
+            sel = np.flatnonzero(level == j)
+            a, b = self.levels[j][lo[sel]], self.levels[j][hi[sel] - (1 << j)]
+            out[sel] = np.where(self.values[a] <= self.values[b], a, b)
+        return out
+
+
+def _top_per_step(steps: np.ndarray, violation: np.ndarray, per_step: int, max_add: int) -> np.ndarray:
+    """Indices of the `per_step` largest violations at each step, at most `max_add`, largest first."""
+    if not len(steps):
+        return np.zeros(0, np.int64)
+    order = np.lexsort((-violation, steps))
+    first = np.searchsorted(steps[order], steps[order], side="left")
+    rank = np.arange(len(order)) - first
+    keep = order[rank < per_step]
+    return keep[np.argsort(-violation[keep], kind="stable")][:max_add]
+
+
+class _IncrementalLP:
+    """The LP in HiGHS, grown by columns (slacks) and rows (cuts) and re-solved from the last basis."""
+
+    def __init__(self, n_categories: int) -> None:
+        # scipy's own HiGHS binding: linprog() cannot add rows to a solved model and re-solve from its basis
+        from scipy.optimize._highspy import _core
+
+        self.h = _core._Highs()
+        self.h.setOptionValue("output_flag", False)
+        self.h.setOptionValue("threads", 1)
+        self.h.setOptionValue("presolve", "off")  # keeps the last basis: a re-solve is a warm dual simplex
+        self.h.setOptionValue("solver", "simplex")
+        self.inf = _core.kHighsInf
+        self.K = n_categories
+        self.h.addCols(self.K, np.zeros(self.K), np.zeros(self.K), np.ones(self.K), 0,
+                       np.zeros(self.K, np.int32), np.zeros(0, np.int32), np.zeros(0))
+        self.h.addRows(1, np.ones(1), np.ones(1), self.K, np.zeros(1, np.int32),
+                       np.arange(self.K, dtype=np.int32), np.ones(self.K))
+        self.n_cols = self.K
+
+    def add_slacks(self, n: int) -> None:
+        if n:
+            self.h.addCols(n, np.ones(n), np.zeros(n), np.full(n, self.inf), 0, np.zeros(n, np.int32),
+                           np.zeros(0, np.int32), np.zeros(0))
+            self.n_cols += n
+
+    def add_cuts(self, coef: np.ndarray, slack_a: np.ndarray, slack_b: np.ndarray) -> None:
+        """Rows coef @ alpha + x[slack_a] + x[slack_b] >= 0 (slack columns as absolute indices)."""
+        n, K = coef.shape
+        indices = np.hstack([np.tile(np.arange(K), (n, 1)), slack_a[:, None], slack_b[:, None]])
+        values = np.hstack([coef, np.ones((n, 2))])
+        self.h.addRows(n, np.zeros(n), np.full(n, self.inf), n * (K + 2),
+                       np.arange(0, n * (K + 2), K + 2, dtype=np.int32),
+                       indices.astype(np.int32).ravel(), values.ravel())
+
+    def solve(self) -> np.ndarray:
+        self.h.run()
+        status = self.h.getModelStatus()
+        if self.h.modelStatusToString(status) != "Optimal":
+            raise SolverError(f"HiGHS: {self.h.modelStatusToString(status)}")
+        return np.array(self.h.getSolution().col_value)
