@@ -1,7 +1,9 @@
 """Start a deployed flow from the dashboard through the Prefect API, and follow its run's state.
 
 The form comes from the deployment's own parameter schema, so it follows the flow's signature as it
-changes. `mixforge ui` brings a local server serving `mixture_experiment` when none is configured
+changes: a parameter that is a pydantic model (`mixture_experiment`'s ExperimentConfig) is flattened into
+one widget per field, `corpus.by`, `materialize.budget_tokens`, ..., with the model's defaults.
+`mixforge ui` brings a local server serving `mixture_experiment` when none is configured
 (dashboards/local_prefect.py); without a reachable server or deployment the caller gets
 PrefectUnavailable, one line that says which and what to do.
 """
@@ -33,6 +35,26 @@ class Deployment:
     defaults: dict[str, Any] = field(default_factory=dict)
     schema: dict[str, dict] = field(default_factory=dict)  # parameter -> its JSON schema
     required: list[str] = field(default_factory=list)
+    definitions: dict[str, dict] = field(default_factory=dict)  # the models the schemas' $refs name
+
+
+@dataclass
+class FormField:
+    """One widget: a parameter, or a field of a model parameter at `path` (("config", "corpus", "by"))."""
+
+    path: tuple[str, ...]
+    schema: dict
+    default: Any
+    required: bool
+
+    @property
+    def key(self) -> str:
+        return ".".join(self.path)
+
+    @property
+    def label(self) -> str:
+        """The field's name inside its parameter (`corpus.by`), or the parameter's."""
+        return ".".join(self.path[1:] or self.path)
 
 
 def _one_line(error: BaseException) -> str:
@@ -66,7 +88,8 @@ def find_deployments(flow_name: str) -> list[Deployment]:
                                  "it first (`mixforge ui` without PREFECT_API_URL serves one itself).")
     return [Deployment(name=f"{flow_name}/{d.name}", id=d.id, defaults=dict(d.parameters or {}),
                        schema=dict((d.parameter_openapi_schema or {}).get("properties", {})),
-                       required=list((d.parameter_openapi_schema or {}).get("required", [])))
+                       required=list((d.parameter_openapi_schema or {}).get("required", [])),
+                       definitions=dict((d.parameter_openapi_schema or {}).get("definitions", {})))
             for d in found]
 
 
@@ -110,16 +133,55 @@ def _kind(schema: dict) -> str:
     return kinds[0] if len(kinds) == 1 else "json"
 
 
-def parameter_form(deployment: Deployment, key: str, prefill: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Widgets for the deployment's parameters (inside a form); their raw values by parameter.
+MISSING = object()
 
-    `prefill` gives values for parameters that have no default (e.g. the run directory the dashboard shows).
+
+def _lookup(values: Any, path: tuple[str, ...]) -> Any:
+    for key in path:
+        if not isinstance(values, dict) or key not in values:
+            return MISSING
+        values = values[key]
+    return values
+
+
+def _model(schema: dict, definitions: dict[str, dict]) -> dict | None:
+    """The object schema of a model parameter or field (through its $ref), or None for any other type."""
+    refs = [schema, *schema.get("allOf", [])]
+    for ref in (r["$ref"] for r in refs if "$ref" in r):
+        return definitions.get(ref.rsplit("/", 1)[-1])
+    return schema if "properties" in schema else None
+
+
+def form_fields(deployment: Deployment, prefill: dict[str, Any] | None = None) -> list[FormField]:
+    """The form's fields in order, each with what it shows first: the deployment's value, else the schema's
+    default, else `prefill`'s value for its name (e.g. the run directory the dashboard shows)."""
+    fields: list[FormField] = []
+
+    def add(path: tuple[str, ...], schema: dict, required: bool) -> None:
+        model = _model(schema, deployment.definitions)
+        if model is not None:
+            for name, sub in model["properties"].items():
+                add((*path, name), sub, required and name in model.get("required", []))
+            return
+        default = _lookup(deployment.defaults, path)
+        if default is MISSING:
+            default = schema.get("default", (prefill or {}).get(path[-1]))
+        fields.append(FormField(path, schema, default, required))
+
+    for name, schema in sorted(deployment.schema.items(), key=lambda item: item[1].get("position", 0)):
+        add((name,), schema, name in deployment.required)
+    return fields
+
+
+def parameter_form(deployment: Deployment, key: str, prefill: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Widgets for the deployment's parameters (inside a form); their raw values by field key.
+
+    `prefill` gives values for fields that have no default, by name (e.g. `run_dir`).
     """
-    ordered = sorted(deployment.schema.items(), key=lambda item: item[1].get("position", 0))
     values: dict[str, Any] = {}
-    for name, schema in ordered:
-        default = deployment.defaults.get(name, schema.get("default", (prefill or {}).get(name)))
-        label = schema.get("title", name) + (" (required)" if name in deployment.required else "")
+    for form_field in form_fields(deployment, prefill):
+        schema, default, name = form_field.schema, form_field.default, form_field.key
+        label = form_field.label + (" (required)" if form_field.required else "")
         help_text = schema.get("description")
         kind = _kind(schema)
         widget_key = f"{key}_{deployment.name}_{name}"
@@ -142,24 +204,51 @@ def parameter_form(deployment: Deployment, key: str, prefill: dict[str, Any] | N
 
 
 def parse_parameters(deployment: Deployment, raw: dict[str, Any]) -> dict[str, Any]:
-    """Form values as parameters: JSON decoded, empty fields left to the deployment's defaults."""
+    """Form values as parameters: JSON decoded, empty fields left to the deployment's defaults (a model
+    parameter is sent whole, the deployment's value with the form's on top, since Prefect replaces it whole)."""
+    fields = {f.key: f for f in form_fields(deployment)}
     parameters: dict[str, Any] = {}
     for name, value in raw.items():
         if value is None:  # a choice left unmade
             continue
-        kind = _kind(deployment.schema.get(name, {}))
-        if isinstance(value, bool | int | float) or (kind == "string" and value != ""):
-            parameters[name] = value
+        form_field = fields[name]
+        decoded = _decoded(form_field, value)
+        if decoded is MISSING:
             continue
-        if not str(value).strip():
-            continue
-        try:
-            parameters[name] = json.loads(value)
-        except json.JSONDecodeError as error:
-            raise ParameterError(f"parameter '{name}': not valid JSON ({error.msg}): {value[:80]}") from None
-        if kind in ("integer", "number") and not isinstance(parameters[name], int | float):
-            raise ParameterError(f"parameter '{name}' must be a number, got {value[:80]}")
-    missing = [n for n in deployment.required if n not in parameters and n not in deployment.defaults]
+        *parents, last = form_field.path
+        holder = parameters
+        for parent in parents:
+            holder = holder.setdefault(parent, {})
+        holder[last] = decoded
+    for name in {f.path[0] for f in fields.values() if len(f.path) > 1} & set(parameters):  # model parameters
+        parameters[name] = _merged(deployment.defaults.get(name) or {}, parameters[name])
+    given = {**deployment.defaults, **parameters}
+    missing = [f.key for f in fields.values() if f.required and _lookup(given, f.path) is MISSING]
     if missing:
         raise ParameterError(f"required parameter(s) missing: {', '.join(missing)}")
     return parameters
+
+
+def _decoded(form_field: FormField, value: Any) -> Any:
+    """A widget's value as the parameter's (MISSING: left empty)."""
+    kind = _kind(form_field.schema)
+    if isinstance(value, bool | int | float) or (kind == "string" and value != ""):
+        return value
+    if not str(value).strip():
+        return MISSING
+    try:
+        decoded = json.loads(value)
+    except json.JSONDecodeError as error:
+        raise ParameterError(f"parameter '{form_field.key}': not valid JSON ({error.msg}): {value[:80]}") from None
+    if kind in ("integer", "number") and not isinstance(decoded, int | float):
+        raise ParameterError(f"parameter '{form_field.key}' must be a number, got {value[:80]}")
+    return decoded
+
+
+def _merged(base: dict, top: dict) -> dict:
+    """`top` over `base`, nested dicts merged key by key."""
+    merged = dict(base)
+    for key, value in top.items():
+        nested = isinstance(value, dict) and isinstance(base.get(key), dict)
+        merged[key] = _merged(base[key], value) if nested else value
+    return merged

@@ -24,9 +24,6 @@ from pathlib import Path
 DEFAULT_PORT = 4200
 START_TIMEOUT_S = 120  # the server's first start creates its database: 15-25 s here, more on a busy machine
 EXPERIMENT_FLOW = "mixture_experiment"
-# mixture_experiment parameters the pipeline's `mixture:` section also has
-EXPERIMENT_SETTINGS = ("by", "targets", "method", "rounds", "budget_tokens", "model", "n_samples", "top_k", "seed",
-                       "proxy")
 
 
 class LocalPrefectError(RuntimeError):
@@ -38,16 +35,17 @@ def deployment_name(run_dir: Path) -> str:
 
 
 def deployment_defaults(run_dir: Path) -> dict:
-    """The served deployment's parameters: the run directory, and the settings of the run's own mixture
-    experiment (recorded by the pipeline), so the launch form starts from what worked on this run."""
+    """The served deployment's parameters: an experiment config on this run with the settings of the run's
+    own mixture experiment (the pipeline's `mixture:` section and the targets it found), so the launch form
+    starts from what worked on this run."""
     from storage.manifest import load_manifest
 
     manifest = load_manifest(run_dir)
-    config = manifest.config if manifest else {}
-    mixture = dict((config.get("pipeline") or {}).get("mixture") or {})
-    mixture.update({k: v for k, v in (config.get("mixture") or {}).items() if k == "targets"})
-    defaults = {k: v for k, v in mixture.items() if k in EXPERIMENT_SETTINGS and v not in (None, [])}
-    return {"run_dir": str(Path(run_dir).resolve()), **defaults}
+    recorded = manifest.config if manifest else {}
+    section = dict((recorded.get("pipeline") or {}).get("mixture") or {})  # the pipeline's `mixture:` section
+    targets = (recorded.get("mixture") or {}).get("targets") or section.pop("targets", [])  # found, or given
+    config = {**section, "corpus": {**section.get("corpus", {}), "run_dir": str(Path(run_dir).resolve())}}
+    return {"config": {**config, "targets": targets} if targets else config}
 
 
 def serve(run_dir: Path) -> None:

@@ -26,6 +26,8 @@ from operators.gopher_repetition import GopherRepetition
 from operators.langid import LanguageID
 from operators.minhash_dedup import MinHashConfig
 
+M = typing.TypeVar("M", bound=BaseModel)
+
 
 class Section(BaseModel):
     """A config section: unknown keys are errors."""
@@ -199,16 +201,17 @@ class ConfigError(ValueError):
         self.problems = problems
 
 
-def load_config(path: str | Path, model: type[RunConfig] = RunConfig) -> RunConfig:
+def load_config(path: str | Path, model: type[M] = RunConfig) -> M:
     """The validated config in the YAML file at `path`; ConfigError lists every problem, one per line.
-    `model` is RunConfig or an extension of it (the pipeline's config adds the later stages' sections)."""
+    `model` is any config model: RunConfig (curate), the pipeline's extension of it, an experiment's or
+    verification's config; every YAML file mixforge reads as a config is read here."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError([f"{path}: no such config file"])
     return parse_config(path.read_text(), source=str(path), model=model)
 
 
-def parse_config(text: str, source: str = "<config>", model: type[RunConfig] = RunConfig) -> RunConfig:
+def parse_config(text: str, source: str = "<config>", model: type[M] = RunConfig) -> M:
     try:
         data = yaml.safe_load(text)
         tree = yaml.compose(text)
@@ -240,7 +243,7 @@ def _problem(error: dict, tree: yaml.Node | None, source: str,
         return line, f"{where}: {key}: required key is missing"
     got = error.get("input")
     shown = "" if isinstance(got, dict | list) or got is None else f" (got {got!r})"
-    return line, f"{where}: {key}: {error['msg']}{shown}"
+    return line, f"{where}: {key}: {error['msg'].removeprefix('Value error, ')}{shown}"
 
 
 def _walk(loc: tuple, root: type[BaseModel] = RunConfig) -> tuple[list, type[BaseModel] | None]:

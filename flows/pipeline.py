@@ -12,10 +12,9 @@ directory skips what finished, stage by stage.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 from prefect import flow
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from flows.cluster import ClusterConfig, EmbedConfig, cluster
 from flows.config import RunConfig, load_config
@@ -23,25 +22,34 @@ from flows.curate import curate, scheduled_path
 from flows.mixture_experiment import mixture_experiment
 from flows.score import ScoreConfig, SelectConfig, score, select
 from flows.scorers import ScorersConfig, train_scorers
+from mixtures.config import CorpusConfig, ExperimentConfig
 from storage.manifest import describe, load_manifest, save_manifest
 
 
-class MixtureSection(BaseModel):
-    """A mixture experiment on the pipeline's output (`mixture:` section; see flows/mixture_experiment.py)."""
+class RunCorpus(CorpusConfig):
+    """The corpus of the pipeline's experiment: the pipeline's own run, so no `run_dir`."""
 
-    model_config = ConfigDict(extra="forbid")
+    run_dir: Path | None = Field(None, description="(the pipeline's run)")
 
-    by: str = Field(description="domain column: super_cluster, cluster, domain, source, lang or metadata.<field>")
+    @field_validator("run_dir")
+    @classmethod
+    def _the_run(cls, run_dir: Path | None) -> None:
+        raise ValueError("the corpus is the pipeline's own run (--out): remove run_dir")
+
+
+class MixtureSection(ExperimentConfig):
+    """The `mixture:` section: a mixture experiment (mixtures/config.py, the same keys and defaults as
+    `mixforge regmix run`) on the pipeline's output, whose targets may come from `mixture_targets`."""
+
+    corpus: RunCorpus
     targets: list[str] = Field(default_factory=list, description="domains whose held-out documents are the target "
                                                                  "sets (or the pipeline's `mixture_targets`)")
-    method: Literal["regmix", "climb"] = "regmix"
-    rounds: list[int] = Field(default_factory=lambda: [16], description="proxies per round (regmix: one round)")
-    budget_tokens: int = Field(100_000, gt=0, description="training tokens per proxy")
-    model: Literal["lightgbm", "linear"] = "lightgbm"
-    n_samples: int = Field(100_000, gt=0, description="candidate mixtures the predictor ranks")
-    top_k: int = Field(128, gt=0, description="the best mixture averages this many best candidates")
-    seed: int = 0
-    proxy: dict | None = Field(None, description="proxy settings to override (d_model, n_layers, seq_len, ...)")
+
+    def for_run(self, run_dir: Path, targets: list[str]) -> ExperimentConfig:
+        """The experiment this section describes on the run at `run_dir`, for these targets."""
+        data = self.model_dump()
+        data["corpus"]["run_dir"] = run_dir
+        return ExperimentConfig.model_validate({**data, "targets": targets})
 
 
 class PipelineConfig(RunConfig):
@@ -86,8 +94,8 @@ def pipeline(config: PipelineConfig | str, out: str, ray_address: str | None = N
         results["select"] = select(out=out, config=config.select, ray_address=address, progress=progress)
     if config.mixture is not None:
         targets = mixture_targets(out, config.mixture_targets) if config.mixture_targets else config.mixture.targets
-        results["mixture"] = mixture_experiment(run_dir=str(Path(out).resolve()), ray_address=address,
-                                                **{**config.mixture.model_dump(), "targets": targets})
+        experiment = config.mixture.for_run(Path(out).resolve(), targets)
+        results["mixture"] = mixture_experiment(config=experiment, ray_address=address)
     manifest = load_manifest(out)
     manifest.command = "pipeline"
     manifest.config["pipeline"] = config.model_dump(mode="json", exclude_none=True)

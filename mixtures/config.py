@@ -1,7 +1,9 @@
-"""The one config model of a mixture experiment (`mixforge regmix run CONFIG.yaml`, the Prefect flow).
+"""The one config model of a mixture experiment, and the only place its defaults live.
 
-Unknown keys are errors, and every error names the key it is about (`materialize.budget_tokens:
-Input should be greater than 0`), so a typo never silently falls back to a default.
+`mixforge regmix run CONFIG.yaml` reads it from a file, the `mixture_experiment` flow takes it as its
+parameter (so the dashboard's launch form is this model's schema) and the pipeline's `mixture:` section is
+it, less what the run fills in. Files are read by flows.config.load_config: unknown keys are errors, each
+with its line and the keys allowed there, so a typo never silently falls back to a default.
 """
 
 from __future__ import annotations
@@ -9,8 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from mixtures.sampler import MAX_USAGE, MIN_WEIGHT, TEMPERATURE
 
 
 class Section(BaseModel):
@@ -18,21 +21,21 @@ class Section(BaseModel):
 
 
 class CorpusConfig(Section):
-    run_dir: Path
+    run_dir: Path = Field(description="curated run whose shards hold the documents")
     by: str = Field(description="domain column (domain, cluster, super_cluster, source, lang) or metadata.<field>")
     stage: str | None = None
     valid_fraction: float = Field(0.1, gt=0, lt=1, description="documents held out as validation sets")
 
 
 class SamplerConfig(Section):
-    temperature: float = Field(0.5, gt=0)
-    max_usage: float = Field(15.0, gt=0)
-    min_weight: float = Field(2e-4, gt=0, lt=1)
-    seed: int = 0
+    temperature: float = Field(TEMPERATURE, gt=0, description="prior = token shares ** temperature")
+    max_usage: float = Field(MAX_USAGE, gt=0, description="reject mixtures giving a domain more than this x its share")
+    min_weight: float = Field(MIN_WEIGHT, gt=0, lt=1, description="weights below this become 0")
+    seed: int = Field(0, description="seed of the sampled mixtures")
 
 
 class MaterializeConfig(Section):
-    budget_tokens: int = Field(gt=0, description="training tokens per proxy")
+    budget_tokens: int = Field(100_000, gt=0, description="training tokens per proxy")
     max_epochs: float = Field(4.0, ge=1)
     tokenizer: str = "o200k_base"
     vocab_size: int = Field(4096, ge=16, description="compact proxy vocabulary (UNK included)")
@@ -52,10 +55,11 @@ class ProxySettings(Section):
 
 
 class RegressionConfig(Section):
-    model: Literal["lightgbm", "lightgbm_climb", "linear", "log_linear", "gp", "auto"] = "lightgbm"
-    params: dict | None = None
-    n_samples: int = Field(100_000, gt=0)
-    top_k: int = Field(128, gt=0)
+    model: Literal["lightgbm", "lightgbm_climb", "linear", "log_linear", "gp", "auto"] = Field(
+        "lightgbm", description="the predictor (linear suits a dozen runs; auto: the best by cross-validation)")
+    params: dict | None = Field(None, description="the predictor's own parameters, to override")
+    n_samples: int = Field(100_000, gt=0, description="candidate mixtures the predictor ranks")
+    top_k: int = Field(128, gt=0, description="the best mixture is the mean of this many best-predicted candidates")
     num_threads: int = Field(2, gt=0)
 
 
@@ -68,20 +72,27 @@ MIN_RUNS_TO_SCORE = 4  # k-fold scoring of the fit (mixtures/regression.py) need
 
 
 class ExperimentConfig(Section):
-    out: Path
+    """RegMix (one round of mixtures sampled around the prior) or CLIMB (rounds proposed by the predictor)."""
+
+    out: Path | None = Field(None, description="experiment folder (default: <run_dir>/mixtures/<method>-<targets>)")
     corpus: CorpusConfig
     targets: list[str] = Field(min_length=1, description="domains whose held-out documents are the target sets")
-    method: Literal["regmix", "climb"] = "regmix"
-    rounds: list[int] = Field(default=[64], min_length=1, description="proxies per round; regmix uses one round")
-    trainer_command: str | None = Field(None, description="external trainer: a command with {ratios} and {out}")
-    sampler: SamplerConfig = SamplerConfig()
-    materialize: MaterializeConfig
-    proxy: ProxySettings = ProxySettings()
-    regression: RegressionConfig = RegressionConfig()
-    export: ExportConfig = ExportConfig()
+    method: Literal["regmix", "climb"] = Field("regmix", description="regmix (one round sampled from the prior) "
+                                                                     "or climb (rounds proposed by the predictor)")
+    # 16 proxies: a quick local experiment (RegMix trains 512, CLIMB 64 -> 32 -> 16); the demo sets 8
+    rounds: list[int] = Field(default=[16], min_length=1, description="proxies per round (regmix: one round)")
+    trainer_command: str | None = Field(None, description="external trainer, instead of the built-in proxies: "
+                                                          "a command with {ratios} and {out} placeholders")
+    sampler: SamplerConfig = Field(default_factory=SamplerConfig)
+    materialize: MaterializeConfig = Field(default_factory=MaterializeConfig)
+    proxy: ProxySettings = Field(default_factory=ProxySettings)
+    regression: RegressionConfig = Field(default_factory=RegressionConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
 
     @model_validator(mode="after")
     def _consistent(self) -> ExperimentConfig:
+        if self.out is None and self.corpus.run_dir is not None:  # (None: a pipeline's section, see for_run)
+            self.out = Path(self.corpus.run_dir) / "mixtures" / f"{self.method}-{'-'.join(self.targets)}"
         if self.method == "regmix" and len(self.rounds) != 1:
             raise ValueError(f"method regmix runs one round; rounds has {len(self.rounds)} (use method: climb)")
         if any(r < 1 for r in self.rounds):
@@ -98,27 +109,3 @@ class ExperimentConfig(Section):
     def target_metrics(self) -> list[str]:
         """The metrics.csv columns the predictor learns: each target set's validation loss."""
         return [f"{t}_val_loss" for t in self.targets]
-
-
-class ConfigError(ValueError):
-    """An experiment config that does not validate; one line per problem, each naming its key."""
-
-
-def load_config(path: str | Path) -> ExperimentConfig:
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as error:
-        raise ConfigError(f"{path}: {str(error).splitlines()[0]}") from None
-    return parse_config(data or {}, source=str(path))
-
-
-def parse_config(data: dict, source: str = "config") -> ExperimentConfig:
-    try:
-        return ExperimentConfig.model_validate(data)
-    except ValidationError as error:
-        lines = []
-        for problem in error.errors():
-            key = ".".join(str(part) for part in problem["loc"]) or "(top level)"
-            lines.append(f"{source}: {key}: {problem['msg']}")
-        raise ConfigError("\n".join(lines)) from None

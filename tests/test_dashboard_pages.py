@@ -449,19 +449,21 @@ def test_launch_form_parameters_follow_the_flow_schema():
 
 
 def mixture_experiment_deployment():
-    """A deployment of the real `mixture_experiment` flow as the dashboard reads it, with `by` as its default."""
+    """A deployment of the real `mixture_experiment` flow as the dashboard reads it, with `corpus.by` as its
+    default (as `mixforge ui` serves it from the run's own experiment)."""
     from prefect.utilities.callables import parameter_schema
 
     from dashboards.launch import Deployment
     from flows.mixture_experiment import mixture_experiment
 
     schema = parameter_schema(mixture_experiment.fn).model_dump()
-    return Deployment("mixture_experiment/x", uuid.UUID(int=0), {"by": "domain"}, schema["properties"],
-                      schema["required"])
+    return Deployment("mixture_experiment/x", uuid.UUID(int=0), {"config": {"corpus": {"by": "domain"}}},
+                      schema["properties"], schema["required"], schema["definitions"])
 
 
 def test_launch_form_of_the_mixture_experiment_flow():
-    """The real flow's form: its Literal parameters are select boxes on their defaults, lists and dicts JSON."""
+    """The real flow's form is its ExperimentConfig, field by field: Literals are select boxes on their
+    defaults, numbers number inputs, lists and dicts JSON; the launched parameter is the whole config."""
     def script() -> None:
         import streamlit as st
 
@@ -477,34 +479,42 @@ def test_launch_form_of_the_mixture_experiment_flow():
         except ParameterError as error:
             st.session_state["parameters"] = str(error)
 
+    from mixtures.config import ExperimentConfig
+
     app = AppTest.from_function(script, default_timeout=APP_TIMEOUT).run()
     no_failures(app)
-    key = "p_mixture_experiment/x_"
-    method, model = app.selectbox(key=key + "method"), app.selectbox(key=key + "model")
-    assert (method.options, method.value, model.options, model.value) == (
-        ["regmix", "climb"], "regmix", ["lightgbm", "linear"], "lightgbm")
-    assert [app.text_input(key=key + n).label for n in ("targets", "rounds", "proxy")] == [
-        "targets (required) (JSON)", "rounds (JSON)", "proxy (JSON)"]
-    assert app.session_state["parameters"] == "required parameter(s) missing: targets"
+    key = "p_mixture_experiment/x_config."
+    method, model = app.selectbox(key=key + "method"), app.selectbox(key=key + "regression.model")
+    assert (method.options, method.value, model.value) == (["regmix", "climb"], "regmix", "lightgbm")
+    assert "auto" in model.options
+    assert [app.text_input(key=key + n).label for n in ("corpus.run_dir", "corpus.by", "targets", "rounds")] == [
+        "corpus.run_dir (required)", "corpus.by (required)", "targets (required) (JSON)", "rounds (JSON)"]
+    assert (app.text_input(key=key + "corpus.run_dir").value, app.text_input(key=key + "corpus.by").value,
+            app.text_input(key=key + "rounds").value) == ("/runs/a", "domain", "[16]")
+    assert app.number_input(key=key + "materialize.budget_tokens").value == 100_000
+    assert app.session_state["parameters"] == "required parameter(s) missing: config.targets"
 
     app.text_input(key=key + "targets").set_value('["science", "law"]')
     app.text_input(key=key + "rounds").set_value("[4, 2]")
-    app.text_input(key=key + "proxy").set_value('{"d_model": 16}')
+    app.number_input(key=key + "proxy.d_model").set_value(16)
     method.set_value("climb")
     model.set_value("linear")
     app = button(app, "Launch").click().run()
-    assert app.session_state["parameters"] == {
-        "run_dir": "/runs/a", "by": "domain", "targets": ["science", "law"], "method": "climb", "rounds": [4, 2],
-        "budget_tokens": 100_000, "model": "linear", "n_samples": 100_000, "top_k": 128, "seed": 0,
-        "proxy": {"d_model": 16}}
+    config = app.session_state["parameters"]["config"]
+    assert ExperimentConfig.model_validate(config) == ExperimentConfig(
+        corpus={"run_dir": "/runs/a", "by": "domain"}, targets=["science", "law"], method="climb", rounds=[4, 2],
+        proxy={"d_model": 16}, regression={"model": "linear"})
 
 
-def test_launch_form_leaves_an_unmade_choice_to_the_deployment():
+def test_launch_form_leaves_empty_fields_to_the_deployment():
+    """A field left empty takes the deployment's value (the run's own experiment), else the model's default;
+    the config is sent whole, since Prefect replaces a deployment's parameter with the run's."""
     from dashboards.launch import parse_parameters
 
-    raw = {"run_dir": "/runs/a", "by": "domain", "targets": '["law"]', "method": None}
-    assert parse_parameters(mixture_experiment_deployment(), raw) == {"run_dir": "/runs/a", "by": "domain",
-                                                                      "targets": ["law"]}
+    raw = {"config.corpus.run_dir": "/runs/a", "config.corpus.by": "", "config.targets": '["law"]',
+           "config.method": None, "config.export.budget_tokens": "", "ray_address": ""}
+    assert parse_parameters(mixture_experiment_deployment(), raw) == {
+        "config": {"corpus": {"run_dir": "/runs/a", "by": "domain"}, "targets": ["law"]}}
 
 
 def test_ui_command_refuses_a_missing_run_and_knows_loopback(tmp_path):

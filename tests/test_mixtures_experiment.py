@@ -19,8 +19,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from flows.config import ConfigError, parse_config
 from mixforge.cli import app
-from mixtures.config import ConfigError, parse_config
+from mixtures.config import ExperimentConfig
 from mixtures.domains import CorpusDomains, DomainError
 from mixtures.io import read_metrics, read_mixtures
 from mixtures.materialize import materialize, split_budget
@@ -195,15 +196,17 @@ def test_config_errors_name_the_key(corpus_run, tmp_path):
     data["materialize"]["budget_tokens"] = 0
     data["proxy"]["d_modle"] = 64
     with pytest.raises(ConfigError) as error:
-        parse_config(data, source="exp.yaml")
+        parse_config(yaml.safe_dump(data), source="exp.yaml", model=ExperimentConfig)
     lines = str(error.value).splitlines()
-    assert "exp.yaml: materialize.budget_tokens: Input should be greater than 0" in lines
-    assert "exp.yaml: proxy.d_modle: Extra inputs are not permitted" in lines
+    assert "exp.yaml:8: materialize.budget_tokens: Input should be greater than 0 (got 0)" in lines
+    assert "exp.yaml:14: proxy.d_modle: unknown key; allowed: d_model, n_layers, n_heads, seq_len, batch_size, " \
+           "learning_rate, eval_tokens, seed, num_gpus" in lines
     with pytest.raises(ConfigError, match="method regmix runs one round"):
-        parse_config({**experiment_config(corpus_run, tmp_path), "rounds": [8, 4]})
+        parse_config(yaml.safe_dump({**experiment_config(corpus_run, tmp_path), "rounds": [8, 4]}),
+                     model=ExperimentConfig)
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump({**experiment_config(corpus_run, tmp_path), "targts": ["x"]}))
     result = CliRunner().invoke(app, ["regmix", "run", str(tmp_path / "bad.yaml")])
-    assert result.exit_code == 2 and "targts: Extra inputs are not permitted" in result.output
+    assert result.exit_code == 2 and "targts: unknown key; allowed: out, corpus, targets" in result.output
 
 
 # -- end to end ------------------------------------------------------------------------------------
@@ -247,10 +250,10 @@ def test_flow_runs_climb_rounds_with_an_external_trainer(corpus_run, tmp_path):
     from flows.mixture_experiment import mixture_experiment
 
     (tmp_path / "trainer.py").write_text(FAKE_TRAINER)
-    summary = mixture_experiment(
-        run_dir=str(corpus_run), by="metadata.origin", targets=["fortunes"], out=str(tmp_path / "climb"),
-        method="climb", rounds=[12, 6], model="linear", n_samples=5_000, top_k=16,
-        trainer_command=f"{sys.executable} {tmp_path / 'trainer.py'} {{ratios}} {{out}}")
+    summary = mixture_experiment(config=ExperimentConfig(
+        corpus={"run_dir": corpus_run, "by": "metadata.origin"}, targets=["fortunes"], out=tmp_path / "climb",
+        method="climb", rounds=[12, 6], regression={"model": "linear", "n_samples": 5_000, "top_k": 16},
+        trainer_command=f"{sys.executable} {tmp_path / 'trainer.py'} {{ratios}} {{out}}"))
     assert [len(r) for r in summary["rounds"]] == [12, 6]
     assert max(summary["best"], key=summary["best"].get) == "fortunes"
     metrics = pd.read_csv(tmp_path / "climb" / "metrics.csv")
@@ -262,4 +265,4 @@ def test_flow_runs_climb_rounds_with_an_external_trainer(corpus_run, tmp_path):
 
 def test_too_few_proxies_to_score_the_fit_are_refused_before_training(corpus_run, tmp_path):
     with pytest.raises(ConfigError, match="3 proxies in all are too few"):
-        parse_config({**experiment_config(corpus_run, tmp_path), "rounds": [3]})
+        parse_config(yaml.safe_dump({**experiment_config(corpus_run, tmp_path), "rounds": [3]}), model=ExperimentConfig)

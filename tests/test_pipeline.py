@@ -143,7 +143,7 @@ def test_bad_sections_are_named(tmp_path):
     for key in ("mixture.epochs", "scorers.preselect.benchmark", "scorers.dataman.teacher"):
         assert key in message, message
     del config["mixture_targets"]
-    path.write_text(yaml.safe_dump(config | {"mixture": {"by": "super_cluster"}, "scorers": None}))
+    path.write_text(yaml.safe_dump(config | {"mixture": {"corpus": {"by": "super_cluster"}}, "scorers": None}))
     with pytest.raises(ConfigError, match="mixture_targets"):
         load_config(path, PipelineConfig)
 
