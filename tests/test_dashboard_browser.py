@@ -32,6 +32,7 @@ from demo_run import demo_run
 from playwright.sync_api import Locator, Page, expect, sync_playwright
 
 from dashboards.local_prefect import api_healthy
+from mixtures.config import ExperimentConfig
 from mixtures.io import read_metrics, read_mixtures
 from mixtures.proxy import CompactVocab, ProxyConfig
 from storage.catalog import open_catalog, query
@@ -47,7 +48,7 @@ BIN = Path(sys.executable).parent
 UI_START_S = 300  # `mixforge ui` waits for its Prefect server (first start: a new database) and the deployment
 RUN_MS = 300_000  # a launched experiment: the flow run's process, a local Ray, the proxies
 PROXY = {"d_model": 16, "n_layers": 1, "n_heads": 1, "seq_len": 32, "batch_size": 8, "eval_tokens": 1024}
-LAUNCH = {"rounds": [4], "budget_tokens": 8_000, "model": "linear", "proxy": PROXY}
+ROUNDS, BUDGET_TOKENS = [4], 8_000  # the launched experiment: 4 proxies of 8,000 tokens
 
 
 def free_port() -> int:
@@ -236,31 +237,34 @@ def test_dashboard_on_the_demo_run_in_chromium(dashboard, page, tmp_path_factory
     # smaller proxies.
     expect(page.get_by_role("combobox", name="Deployment")).to_have_value("mixture_experiment/ui-run",
                                                                           timeout=WAIT_MS)
-    assert page.get_by_label("run_dir (required)", exact=True).input_value() == str(run)
+    assert page.get_by_label("corpus.run_dir (required)", exact=True).input_value() == str(run)
     assert json.loads(page.get_by_label("targets (required) (JSON)", exact=True).input_value()) == [target]
-    assert page.get_by_label("by (required)", exact=True).input_value() == "super_cluster"
+    assert page.get_by_label("corpus.by (required)", exact=True).input_value() == "super_cluster"
     other = max((r for r in rows(run, "SELECT CAST(super_cluster AS VARCHAR) AS s, sum(n_tokens) AS t FROM docs "
                                       "GROUP BY 1") if r["s"] != target), key=lambda r: r["t"])["s"]
     page.get_by_label("targets (required) (JSON)", exact=True).fill(json.dumps([other]))
-    page.get_by_label("rounds (JSON)", exact=True).fill(json.dumps(LAUNCH["rounds"]))
-    page.get_by_label("budget_tokens", exact=True).fill(str(LAUNCH["budget_tokens"]))
-    page.get_by_label("proxy (JSON)", exact=True).fill(json.dumps(PROXY))
-    choose(page.get_by_role("combobox", name="model", exact=True), "linear")
+    page.get_by_label("rounds (JSON)", exact=True).fill(json.dumps(ROUNDS))
+    page.get_by_label("materialize.budget_tokens", exact=True).fill(str(BUDGET_TOKENS))
+    for name, value in PROXY.items():
+        page.get_by_label(f"proxy.{name}", exact=True).fill(str(value))
+    choose(page.get_by_role("combobox", name="regression.model", exact=True), "linear")
     page.get_by_role("button", name="Launch", exact=True).click()
     final = page.get_by_text(re.compile(r"^(Completed|Failed|Crashed|Cancelled)$"))
     expect(final).to_be_visible(timeout=RUN_MS)
     assert final.inner_text() == "Completed", dashboard["log"].read_text()[-3000:]
     page.screenshot(path=shots / "6-launched.png", full_page=True)
     runs = api(f"{dashboard['prefect_api']}/flow_runs/filter", {})
-    assert [(r["parameters"]["targets"], r["parameters"]["run_dir"], r["state_type"]) for r in runs] == [
-        ([other], str(run), "COMPLETED")]
-    assert {k: runs[0]["parameters"][k] for k in LAUNCH} == LAUNCH
+    assert [r["state_type"] for r in runs] == ["COMPLETED"]
+    launched = ExperimentConfig.model_validate(runs[0]["parameters"]["config"])
+    assert (launched.targets, launched.corpus.run_dir, launched.rounds, launched.materialize.budget_tokens,
+            launched.regression.model, launched.proxy.model_dump(include=set(PROXY))) == (
+        [other], run, ROUNDS, BUDGET_TOKENS, "linear", PROXY)
 
     # What the run wrote: one row per proxy trained with the launched settings, the fit, the best mixture
     out = run / "mixtures" / f"regmix-{other}"
     ratios, metrics = read_mixtures(out / "ratios.csv"), read_metrics(out / "metrics.csv")
     assert len(ratios) == 4 and list(metrics.index) == list(ratios.index) and sorted(ratios.columns) == supers
-    assert (metrics["train_tokens"] >= LAUNCH["budget_tokens"]).all()
+    assert (metrics["train_tokens"] >= BUDGET_TOKENS).all()
     assert (metrics["params"] == ProxyConfig(**PROXY).n_params(CompactVocab.load(out / "vocab.npy").size)).all()
     best = yaml.safe_load((out / "best_mixture.yaml").read_text())
     assert best["targets"] == [f"{other}_val_loss"] and best["runs"] == 4 and best["by"] == "super_cluster"
