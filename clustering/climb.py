@@ -1,20 +1,22 @@
 """CLIMB's clustering step (Diao et al. 2025; NeMo-Curator nemotron-climb-data-curation) as an estimator.
 
 k-means on L2-normalised embeddings, fitted on a sample; clusters whose mean quality scores fall under
-thresholds are pruned; the kept centroids are merged bottom-up (Ward linkage, as in the recipe) into
-super-clusters. Two departures from the recipe, both because our embeddings and k are not theirs:
+thresholds are pruned; the kept centroids are merged bottom-up into super-clusters by Ward linkage, as
+the recipe's `3_prune.py` does (`fcluster(linkage(centroids[kept], "ward"), t=1.5, "distance")`).
 
 - Centring. Sentence embeddings, static ones most of all, share a common direction, which compresses
   every cosine distance ("all-but-the-top", Mu & Viswanath 2018). We subtract the fit sample's mean
-  before normalising (`mean_`). On the sample corpus this lifted super-cluster purity at 6-8
-  super-clusters from 0.78 to 0.83-0.85.
-- The merge threshold's unit. The recipe cuts the Ward tree of ~1,000 stella-400M centroids at a
-  height of 1.5. Ward heights grow with the spread of the embedding model and, near the top of the
-  tree, as sqrt(number of centroids), so that number does not carry to another model or k. Our
-  `merge_distance` is the cut height divided by `radius_ * sqrt(kept clusters)`, where `radius_` is the
-  RMS document-to-centroid distance: a dimensionless threshold. On the sample corpus's English documents
-  (five sources), 0.16 gave 8-11 super-clusters at every k from 20 to 160 (source purity 0.81-0.86);
-  a fixed cut height (1.25 radii) gave 3 super-clusters at k = 20 and 30 at k = 160.
+  before normalising (`mean_`; `center=False` is the recipe). On the sample corpus this lifted
+  super-cluster purity at 6-8 super-clusters from 0.78 to 0.83-0.85.
+- The merge threshold's unit (`merge_units`). "euclidean" is the recipe's: `merge_distance` is the Ward
+  height the tree is cut at, 1.5 by default, the tutorial's. Ward heights grow with the spread of the
+  embedding model and, near the top of the tree, as sqrt(number of centroids), so a height chosen for
+  ~1,000 stella-400M centroids does not carry to another model or k. "normalised", our default, divides
+  the cut height by `radius_ * sqrt(kept clusters)`, where `radius_` is the RMS document-to-centroid
+  distance: a dimensionless threshold. On the sample corpus's English documents (3,304, five sources;
+  model2vec vectors, centred), the recipe's 1.5 gave 2 super-clusters at the default k = 41 (fortunes
+  against all the manuals, source purity 0.78), 5 at k = 80 and 10 at k = 160; normalised 0.16 gave
+  8-9 at every k from 20 to 160 (purity 0.79-0.84).
 """
 
 from __future__ import annotations
@@ -36,6 +38,10 @@ FULL_KMEANS_MAX_ROWS = 50_000
 RESTARTS_MAX_ROWS = 20_000
 # Rows per block when assigning, so the (rows x clusters) score matrix stays small.
 ASSIGN_BLOCK_ROWS = 32_768
+MergeUnits = Literal["euclidean", "normalised"]
+# The default cut of each unit: the recipe's Ward height (3_prune.py --merge-threshold 1.5), and ours.
+MERGE_DISTANCE: dict[str, float] = {"euclidean": 1.5, "normalised": 0.16}
+MERGE_UNITS: MergeUnits = "normalised"  # see the module docstring
 
 
 def default_n_clusters(n_docs: int, max_clusters: int = 1000) -> int:
@@ -44,17 +50,20 @@ def default_n_clusters(n_docs: int, max_clusters: int = 1000) -> int:
 
 
 class ClimbClustering(ClusterMixin, BaseEstimator):
-    """k-means -> prune -> merge. Learned: `mean_`, `cluster_centers_`, `radius_`, `kept_`,
-    `super_cluster_` (per cluster; -1 = pruned), `n_super_clusters_`, `linkage_`, `merge_height_`."""
+    """k-means -> prune -> merge. `merge_distance` is in `merge_units` (None: that unit's default, see
+    MERGE_DISTANCE). Learned: `mean_`, `cluster_centers_`, `radius_`, `kept_`, `super_cluster_` (per
+    cluster; -1 = pruned), `n_super_clusters_`, `linkage_`, `merge_height_` (the cut, in Ward heights)."""
 
     def __init__(self, n_clusters: int | None = None, *, max_clusters: int = 1000, fit_sample: int = 100_000,
-                 center: bool = True, merge_distance: float = 0.16, n_super_clusters: int | None = None,
+                 center: bool = True, merge_units: MergeUnits = MERGE_UNITS, merge_distance: float | None = None,
+                 n_super_clusters: int | None = None,
                  prune_thresholds: Mapping[str, float] | None = None, n_init: int | Literal["auto"] = "auto",
                  random_state: int | None = 0) -> None:
         self.n_clusters = n_clusters
         self.max_clusters = max_clusters
         self.fit_sample = fit_sample
         self.center = center
+        self.merge_units = merge_units
         self.merge_distance = merge_distance
         self.n_super_clusters = n_super_clusters
         self.prune_thresholds = prune_thresholds
@@ -140,9 +149,13 @@ class ClimbClustering(ClusterMixin, BaseEstimator):
 
     def _merge(self) -> ClimbClustering:
         """Ward linkage over the kept centroids, cut at `merge_distance` (or into `n_super_clusters`)."""
+        if self.merge_units not in MERGE_DISTANCE:
+            raise ValueError(f"merge_units must be one of {', '.join(MERGE_DISTANCE)}, got '{self.merge_units}'")
         kept = np.flatnonzero(self.kept_)
         self.super_cluster_ = np.full(self.n_clusters_, -1, dtype=np.int64)
-        self.merge_height_ = self.merge_distance * self.radius_ * math.sqrt(max(len(kept), 1))
+        distance = MERGE_DISTANCE[self.merge_units] if self.merge_distance is None else self.merge_distance
+        scale = self.radius_ * math.sqrt(max(len(kept), 1)) if self.merge_units == "normalised" else 1.0
+        self.merge_height_ = distance * scale
         self.linkage_ = np.zeros((0, 4))
         if len(kept) == 1:
             self.super_cluster_[kept] = 0

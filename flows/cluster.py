@@ -29,7 +29,7 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
-from clustering.climb import ClimbClustering, default_n_clusters
+from clustering.climb import MERGE_DISTANCE, MERGE_UNITS, ClimbClustering, MergeUnits, default_n_clusters
 from clustering.projection import project, projection_table, write_plot
 from clustering.stages import AssignWorker, EmbedWorker, LabelWorker, assignment_path, embedding_path
 from clustering.table import ClusterCorpus, centroid_table, cluster_table
@@ -74,7 +74,12 @@ class ClusterConfig(BaseModel):
     max_clusters: int = Field(1000, ge=2)
     fit_sample: int = Field(100_000, ge=2, description="documents k-means is fitted on")
     center: bool = True
-    merge_distance: float = Field(0.16, gt=0, description="Ward cut height / (radius * sqrt(kept clusters))")
+    merge_units: MergeUnits = Field(MERGE_UNITS, description="normalised: merge_distance is the Ward height / "
+                                    "(radius * sqrt(kept clusters)), steady across k and embedding models; "
+                                    "euclidean: the Ward height on the centroids itself (CLIMB's recipe)")
+    merge_distance: float | None = Field(None, gt=0, description="where the Ward tree is cut, in merge_units "
+                                         f"(default: {MERGE_DISTANCE['normalised']:g} normalised, "
+                                         f"{MERGE_DISTANCE['euclidean']:g} euclidean as the recipe's 3_prune.py)")
     n_super_clusters: int | None = Field(None, ge=1, description="cut into this many super-clusters instead")
     prune: dict[str, float] = Field(default_factory=dict, description="score column -> minimum cluster mean")
     source_field: str = Field("source", description="'source' (input file name), a column, or a metadata key")
@@ -88,7 +93,7 @@ class ClusterConfig(BaseModel):
         """The estimator for a corpus of `n_docs` (k follows the corpus, not the sample k-means sees)."""
         k = self.n_clusters or default_n_clusters(n_docs, self.max_clusters)
         return ClimbClustering(k, max_clusters=self.max_clusters, fit_sample=self.fit_sample,
-                               center=self.center, merge_distance=self.merge_distance,
+                               center=self.center, merge_units=self.merge_units, merge_distance=self.merge_distance,
                                n_super_clusters=self.n_super_clusters, prune_thresholds=self.prune,
                                random_state=self.seed)
 
@@ -142,7 +147,8 @@ def fit_stage(files: list[Path], out_dir: Path, config: ClusterConfig, print_: s
 
     path = out_dir / "clusters" / "model.joblib"
     if path.exists():
-        return joblib.load(path)["model"].set_params(merge_distance=config.merge_distance,
+        return joblib.load(path)["model"].set_params(merge_units=config.merge_units,
+                                                     merge_distance=config.merge_distance,
                                                      n_super_clusters=config.n_super_clusters,
                                                      prune_thresholds=config.prune)
     _, sample = read_sample(files, config.fit_sample, config.seed)
@@ -244,7 +250,7 @@ def cluster(out: str, config: ClusterConfig | None = None, embed: EmbedConfig | 
     assignment_files = [assignment_path(out_dir, rank) for rank in range(len(units))]
     with ClusterCorpus([Path(u) for u in units], assignment_files, config.source_field) as corpus:
         statistics = prune_stage(corpus, model, config, stage)
-        settings = {"prune": config.prune, "merge_distance": config.merge_distance,
+        settings = {"prune": config.prune, "merge_units": config.merge_units, "merge_distance": config.merge_distance,
                     "n_super_clusters": config.n_super_clusters}
         start_stage(out_dir, STAGE, {"upstream": fit_print, "config": settings,
                                      "merge": model.super_cluster_.tolist()}, [], restart)

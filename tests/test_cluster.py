@@ -15,10 +15,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
+from scipy.cluster.hierarchy import fcluster, linkage
 from sklearn.metrics import adjusted_rand_score
 from typer.testing import CliRunner
 
-from clustering.climb import ClimbClustering, default_n_clusters
+from clustering.climb import MERGE_DISTANCE, ClimbClustering, default_n_clusters
 from clustering.table import distinctive_terms
 from flows.cluster import cluster
 from flows.ingest import ingest
@@ -161,6 +162,39 @@ def test_rerun_resumes_and_a_new_merge_relabels_only(english_run, tmp_path):
     assert (run / "clusters" / "model.joblib").stat().st_mtime_ns == model_time
     supers = duckdb.sql(f"SELECT DISTINCT super_cluster FROM read_parquet('{run}/shards/cluster/*.parquet')")
     assert sorted(r[0] for r in supers.fetchall()) == [0, 1, 2, 3, 4]
+
+
+def first_seen(labels) -> list[int]:
+    """Labels renumbered in the order they first appear: equal lists mean equal partitions."""
+    order: dict = {}
+    return [order.setdefault(label, len(order)) for label in labels]
+
+
+def test_recipe_merge_cuts_the_ward_tree_of_the_centroids_at_1_5(english_run, tmp_path, record_property):
+    """merge_units: euclidean, as a user configures it, labels the documents exactly as NeMo Curator's
+    3_prune.py would: fcluster(linkage(centroids, 'ward'), 1.5, 'distance') on the run's own centroids."""
+    original, result = english_run
+    run = tmp_path / "run"
+    shutil.copytree(original, run)
+    config = tmp_path / "recipe.yaml"
+    config.write_text("cluster:\n  merge_units: euclidean\n")
+    rerun = CliRunner().invoke(app, ["cluster", str(config), "--out", str(run), "--restart"])
+    assert rerun.exit_code == 0, rerun.output
+    assert MERGE_DISTANCE["euclidean"] == 1.5
+
+    centroids = pq.read_table(run / "clusters" / "centroids.parquet")
+    points = vectors(centroids.column("centroid")).astype(np.float64)
+    recipe = fcluster(linkage(points, method="ward"), t=1.5, criterion="distance")
+    table = pq.read_table(run / "clusters" / "clusters.parquet", columns=["cluster", "super_cluster"]).to_pandas()
+    assert list(table.cluster) == centroids.column("cluster").to_pylist()
+    assert first_seen(table.super_cluster) == first_seen(recipe)
+    assert centroids.schema.metadata[b"merge_height"] == b"1.5"
+    docs = duckdb.sql(f"SELECT cluster, super_cluster FROM read_parquet('{run}/shards/cluster/*.parquet')").df()
+    assert (docs.super_cluster.to_numpy() == table.super_cluster.to_numpy()[docs.cluster.to_numpy()]).all()
+    n_recipe = len(set(recipe))
+    record_property("recipe_super_clusters", n_recipe)
+    print(f"\nrecipe cut at 1.5: {n_recipe} super-clusters of {result['clusters']} clusters "
+          f"(normalised default: {result['super_clusters']})")
 
 
 @pytest.fixture(scope="module")
