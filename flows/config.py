@@ -211,15 +211,19 @@ def load_config(path: str | Path, model: type[M] = RunConfig) -> M:
     return parse_config(path.read_text(), source=str(path), model=model)
 
 
-def parse_config(text: str, source: str = "<config>", model: type[M] = RunConfig) -> M:
+def read_yaml(text: str, source: str = "<config>") -> tuple[Any, yaml.Node | None]:
+    """The YAML document and its node tree (for line numbers); ConfigError names the line of a syntax error."""
     try:
-        data = yaml.safe_load(text)
-        tree = yaml.compose(text)
+        return yaml.safe_load(text), yaml.compose(text)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark else source
         problem = getattr(error, "problem", None) or str(error)
         raise ConfigError([f"{where}: not valid YAML: {problem}"]) from None
+
+
+def parse_config(text: str, source: str = "<config>", model: type[M] = RunConfig) -> M:
+    data, tree = read_yaml(text, source)
     if not isinstance(data, dict):
         raise ConfigError([f"{source}: expected a mapping of sections ({', '.join(model.model_fields)})"])
     try:

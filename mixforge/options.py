@@ -131,12 +131,15 @@ def fail(error: Exception | str, status: int = 2) -> NoReturn:
 
 
 def yaml_mapping(config: Path, expected: str = "a YAML mapping") -> dict:
-    """A config file's top-level mapping; a missing file or another shape is the user's error."""
-    import yaml
+    """A config file's top-level mapping; a missing file, bad YAML or another shape is the user's error."""
+    from flows.config import ConfigError, read_yaml
 
     if not config.exists():
         fail(f"no config file at {config}")
-    data = yaml.safe_load(config.read_text()) or {}
+    try:
+        data = read_yaml(config.read_text(), str(config))[0] or {}
+    except ConfigError as error:
+        fail(error)
     if not isinstance(data, dict):
         fail(f"{config} must be {expected}")
     return data

@@ -114,3 +114,13 @@ def test_a_typo_in_any_config_file_is_one_line_with_its_line_and_the_allowed_key
     assert result.exit_code == 2 and len(lines) == 1 and "Traceback" not in result.output, result.output
     assert lines[0].startswith(f"error: {config}:{line}: {key}: unknown key; allowed: {allowed}"), lines[0]
     assert not out.exists()  # refused before anything ran
+
+
+@pytest.mark.parametrize("command", sorted({tuple(t[0]) for t in TYPOS}), ids=lambda c: " ".join(c[:2]))
+def test_broken_yaml_in_any_config_file_is_one_line_with_its_line(tmp_path: Path, command: tuple[str, ...]):
+    config = tmp_path / "config.yaml"
+    config.write_text("# a comment\nselect:\n  column: [dclm_score\n")
+    result = runner.invoke(app, [arg.format(config=config, out=tmp_path / "out") for arg in command])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1 and "Traceback" not in result.output, result.output
+    assert lines[0].startswith(f"error: {config}:4: not valid YAML: "), lines[0]
