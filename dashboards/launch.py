@@ -133,21 +133,21 @@ def _kind(schema: dict) -> str:
     return kinds[0] if len(kinds) == 1 else "json"
 
 
-MISSING = object()
+_MISSING = object()  # no value at that path (None is a value)
 
 
 def _lookup(values: Any, path: tuple[str, ...]) -> Any:
     for key in path:
         if not isinstance(values, dict) or key not in values:
-            return MISSING
+            return _MISSING
         values = values[key]
     return values
 
 
 def _model(schema: dict, definitions: dict[str, dict]) -> dict | None:
     """The object schema of a model parameter or field (through its $ref), or None for any other type."""
-    refs = [schema, *schema.get("allOf", [])]
-    for ref in (r["$ref"] for r in refs if "$ref" in r):
+    ref = next((r["$ref"] for r in [schema, *schema.get("allOf", [])] if "$ref" in r), None)
+    if ref is not None:
         return definitions.get(ref.rsplit("/", 1)[-1])
     return schema if "properties" in schema else None
 
@@ -164,7 +164,7 @@ def form_fields(deployment: Deployment, prefill: dict[str, Any] | None = None) -
                 add((*path, name), sub, required and name in model.get("required", []))
             return
         default = _lookup(deployment.defaults, path)
-        if default is MISSING:
+        if default is _MISSING:
             default = schema.get("default", (prefill or {}).get(path[-1]))
         fields.append(FormField(path, schema, default, required))
 
@@ -213,7 +213,7 @@ def parse_parameters(deployment: Deployment, raw: dict[str, Any]) -> dict[str, A
             continue
         form_field = fields[name]
         decoded = _decoded(form_field, value)
-        if decoded is MISSING:
+        if decoded is _MISSING:
             continue
         *parents, last = form_field.path
         holder = parameters
@@ -223,19 +223,19 @@ def parse_parameters(deployment: Deployment, raw: dict[str, Any]) -> dict[str, A
     for name in {f.path[0] for f in fields.values() if len(f.path) > 1} & set(parameters):  # model parameters
         parameters[name] = _merged(deployment.defaults.get(name) or {}, parameters[name])
     given = {**deployment.defaults, **parameters}
-    missing = [f.key for f in fields.values() if f.required and _lookup(given, f.path) is MISSING]
+    missing = [f.key for f in fields.values() if f.required and _lookup(given, f.path) is _MISSING]
     if missing:
         raise ParameterError(f"required parameter(s) missing: {', '.join(missing)}")
     return parameters
 
 
 def _decoded(form_field: FormField, value: Any) -> Any:
-    """A widget's value as the parameter's (MISSING: left empty)."""
+    """A widget's value as the parameter's (_MISSING: left empty)."""
     kind = _kind(form_field.schema)
     if isinstance(value, bool | int | float) or (kind == "string" and value != ""):
         return value
     if not str(value).strip():
-        return MISSING
+        return _MISSING
     try:
         decoded = json.loads(value)
     except json.JSONDecodeError as error:
