@@ -32,8 +32,13 @@ def sample(
     temperature: float = typer.Option(0.5, help="Prior = token shares ** temperature (RegMix: 0.5)."),
     max_usage: float = typer.Option(15.0, help="Reject mixtures giving a domain more than this x its share."),
     min_weight: float = typer.Option(2e-4, help="Weights below this become 0."),
+    prior_from_tokenizer: str = typer.Option(None, "--prior-from-tokenizer", help="Centre the draws on the domains' "
+                                             "shares inferred from this BPE tokenizer (see infer-mixture) instead "
+                                             "of token shares ** temperature."),
 ) -> None:
     """Sample mixtures as RegMix does, around the domains' token shares in the run's shards."""
+    from dataclasses import replace
+
     from mixtures.domains import CorpusDomains, DomainError
     from mixtures.io import write_mixtures
     from mixtures.sampler import MixtureSampler
@@ -42,6 +47,15 @@ def sample(
         counts = CorpusDomains(domains_from, by, stage=stage).token_counts()
         sampler = MixtureSampler.from_token_counts(counts.tokens.to_dict(), temperature=temperature,
                                                    max_usage=max_usage, min_weight=min_weight, seed=seed)
+        if prior_from_tokenizer is not None:
+            from mixtures.tokenizer_attack import infer_mixture
+            from mixtures.tokenizer_attack.samples import sample_run
+
+            inferred = infer_mixture(prior_from_tokenizer, sample_run(domains_from, by, stage=stage)).proportions
+            shares = json.dumps({d: round(w, 4) for d, w in inferred.items()})
+            typer.echo(f"prior from {prior_from_tokenizer}: {shares}", err=True)
+            # a domain the tokenizer shows none of keeps the smallest weight, so that draws can still give it some
+            sampler = replace(sampler, centre=[max(inferred[d], min_weight) for d in sampler.domains])
         mixtures = sampler.sample(n)
     except (DomainError, ValueError) as error:
         fail(str(error))

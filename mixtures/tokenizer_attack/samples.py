@@ -83,13 +83,10 @@ def sample_run(run_dir: str | Path, by: str, max_bytes: int = DEFAULT_SAMPLE_BYT
     corpus = CorpusDomains(run_dir, by, stage=stage)
     names = domains if domains is not None else corpus.token_counts().tokens.index.tolist()
     samples = {}
-    for name in names:
-        cursor = corpus.con.sql(f"SELECT text FROM {corpus.view} WHERE {corpus.where('all', [name])} "
-                                "AND text IS NOT NULL ORDER BY id")
-        samples[name], _ = take_bytes(_rows(cursor), max_bytes)
+    for name in names:  # whole documents while the bytes before them are under the budget, as take_bytes
+        rows = corpus.con.sql(
+            f"SELECT text FROM (SELECT text, sum(strlen(text)) OVER (ORDER BY id ROWS UNBOUNDED PRECEDING) "
+            f"- strlen(text) AS before FROM {corpus.view} WHERE {corpus.where('all', [name])} "
+            f"AND text IS NOT NULL) WHERE before < {int(max_bytes)} ORDER BY before").fetchall()
+        samples[name] = [text for (text,) in rows]
     return samples
-
-
-def _rows(relation, batch: int = 1000) -> Iterator[str]:
-    while rows := relation.fetchmany(batch):
-        yield from (text for (text,) in rows)

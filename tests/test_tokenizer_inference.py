@@ -1,0 +1,189 @@
+"""Data mixture inference from BPE merge lists (mixtures/tokenizer_attack), controlled as in Hayase et al.
+2024 §4: BPE tokenizers trained here (HF tokenizers) on known byte mixtures of 5 categories, then inferred
+from samples the tokenizer never saw.
+
+Languages: the Debian Administrator's Handbook in en, de, ru, ja, plus Python source from this machine's
+standard library; the category samples are held-out documents. Origins: the Python and PostgreSQL manuals,
+the handbook and fortunes, plus the same code; their documents are few and long (a manual page has its own
+vocabulary), so the held-out unit is the paragraph: the samples are paragraphs the tokenizer never saw,
+from the same documents as its training paragraphs.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sysconfig
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+import pytest
+from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+from typer.testing import CliRunner
+
+from mixforge.cli import app
+from mixtures.tokenizer_attack import SampleError, TokenizerError, infer_mixture
+from storage.shards import write_table_atomic
+
+MIX = (0.08, 0.35, 0.25, 0.20, 0.12)  # byte shares of the training data, categories in order
+TRAIN_BYTES = 1_500_000
+HELD_OUT_BYTES = 300_000
+VOCAB = 2000
+MAX_MAE = 0.02
+
+
+def stdlib_code() -> list[str]:
+    """Python source files of the standard library, in a fixed order."""
+    files = sorted(Path(sysconfig.get_paths()["stdlib"]).glob("**/*.py"))
+    return [f.read_text(encoding="utf-8", errors="replace") for f in files]
+
+
+def corpus_texts(sample_corpus: Path, file: str, where: str = "true") -> list[str]:
+    path = str(sample_corpus / "docs" / file)
+    source = f"read_json('{path}')" if ".jsonl" in file else f"'{path}'"
+    return [row[0] for row in duckdb.sql(f"SELECT text FROM {source} WHERE {where} ORDER BY url").fetchall()]
+
+
+def known_mixture(categories: dict[str, list[str]], out: Path) -> tuple[Path, dict[str, float], dict[str, list]]:
+    """A BPE tokenizer trained on MIX of the categories' texts, the true byte shares, and held-out samples."""
+    train, sizes, held = [], {}, {}
+    for (name, texts), share in zip(categories.items(), MIX, strict=True):
+        texts = list(texts)
+        random.Random(1).shuffle(texts)
+        size = i = 0
+        while size < share * TRAIN_BYTES:
+            train.append(texts[i])
+            size += len(texts[i].encode("utf-8"))
+            i += 1
+        sizes[name] = size
+        held[name], taken = [], 0
+        for text in texts[i:]:
+            if taken >= HELD_OUT_BYTES:
+                break
+            held[name].append(text)
+            taken += len(text.encode("utf-8"))
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.train_from_iterator(train, trainers.BpeTrainer(
+        vocab_size=VOCAB, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+    path = out / "tokenizer.json"
+    tokenizer.save(str(path))
+    return path, {name: size / sum(sizes.values()) for name, size in sizes.items()}, held
+
+
+def mae(estimate: dict[str, float], truth: dict[str, float]) -> float:
+    return sum(abs(estimate[name] - share) for name, share in truth.items()) / len(truth)
+
+
+@pytest.fixture(scope="module")
+def languages(sample_corpus, tmp_path_factory):
+    handbook = {lang: corpus_texts(sample_corpus, "debian-handbook.parquet", f"lang = '{lang}'")
+                for lang in ("en", "de", "ru", "ja")}
+    return known_mixture({"code": stdlib_code(), **handbook}, tmp_path_factory.mktemp("languages"))
+
+
+def test_languages_and_code_recovered_from_held_out_documents(languages):
+    tokenizer, truth, held = languages
+    estimate = infer_mixture(tokenizer, held)
+    assert estimate.converged and estimate.n_merges == len(json.loads(tokenizer.read_text())["model"]["merges"])
+    assert set(estimate.proportions) == set(truth)
+    assert mae(estimate.proportions, truth) <= MAX_MAE, (estimate.proportions, truth)
+    # chance level: the uniform mixture is far off, so the bound above is the method's doing
+    assert mae({name: 1 / len(truth) for name in truth}, truth) > 3 * MAX_MAE
+
+
+def test_origins_and_code_recovered_from_held_out_paragraphs(sample_corpus, tmp_path):
+    origins = {"code": stdlib_code(), "python-doc": corpus_texts(sample_corpus, "python-doc.jsonl.gz"),
+               "postgresql-doc": corpus_texts(sample_corpus, "postgresql-doc.parquet"),
+               "debian-handbook": corpus_texts(sample_corpus, "debian-handbook.parquet"),
+               "fortunes": corpus_texts(sample_corpus, "fortunes.jsonl.gz")}
+    paragraphs = {name: [p for text in texts for p in text.split("\n\n") if p.strip()]
+                  for name, texts in origins.items()}
+    tokenizer, truth, held = known_mixture(paragraphs, tmp_path)
+    estimate = infer_mixture(tokenizer, held)
+    assert mae(estimate.proportions, truth) <= MAX_MAE, (estimate.proportions, truth)
+
+
+def held_out_run(held: dict[str, list[str]], out: Path) -> Path:
+    """A run directory whose documents are the held-out samples, with their category as `lang`."""
+    rows = [(name, text) for name, texts in held.items() for text in texts]
+    table = pa.table({"id": [f"doc-{i:05d}" for i in range(len(rows))], "text": [text for _, text in rows],
+                      "lang": [name for name, _ in rows]})
+    write_table_atomic(table, out / "shards" / "ingest" / "part-00000-0000.parquet")
+    return out
+
+
+@pytest.fixture(scope="module")
+def language_run(languages, tmp_path_factory):
+    """The held-out language samples as a run (category in `lang`), English cut to a fifth: the run's token
+    shares are then far from the tokenizer's mixture."""
+    _, _, held = languages
+    docs = {name: texts[:len(texts) // 5] if name == "en" else texts for name, texts in held.items() if name != "code"}
+    return held_out_run(docs, tmp_path_factory.mktemp("language-run"))
+
+
+def test_cli_categories_from_a_run_and_files(languages, language_run, tmp_path):
+    tokenizer, truth, held = languages
+    code = tmp_path / "code"
+    code.mkdir()
+    for i, text in enumerate(held["code"]):
+        (code / f"m{i}.py").write_text(text, encoding="utf-8")
+    args = ["infer-mixture", "--tokenizer", str(tokenizer), "--run", str(language_run), "--by", "lang",
+            "--category", f"code={code}/*.py", "--merges", "600"]
+    result = CliRunner().invoke(app, [*args, "--format", "json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert set(report["proportions"]) == set(truth) and list(report["proportions"])[-1] == "code"  # run's, then files'
+    assert sum(report["proportions"].values()) == pytest.approx(1.0)
+    assert report["slack"] >= 0 and report["converged"] and report["n_merges"] == 600
+    assert report["sample_bytes"]["code"] == sum(len(t.encode("utf-8")) for t in held["code"])
+    # the same samples through the API give the same mixture
+    run_samples = {name: texts[:len(texts) // 5] if name == "en" else texts for name, texts in held.items()}
+    direct = infer_mixture(tokenizer, {name: run_samples[name] for name in report["proportions"]}, n_merges=600)
+    assert mae(report["proportions"], direct.proportions) < 1e-6
+    table = CliRunner().invoke(app, [*args, "--sample-bytes", "50000"])
+    assert table.exit_code == 0, table.output
+    lines = table.stdout.splitlines()
+    assert lines[0].split() == ["category", "share", "sample", "bytes"] and len(lines) == 7
+    assert all(50_000 <= int(line.split()[2].replace(",", "")) < 150_000 for line in lines[1:6])
+
+
+def test_regmix_prior_from_tokenizer(languages, language_run, tmp_path):
+    tokenizer, truth, _ = languages
+    means = {}
+    for label, extra in (("tokens", []), ("tokenizer", ["--prior-from-tokenizer", str(tokenizer)])):
+        out = tmp_path / f"{label}.csv"
+        result = CliRunner().invoke(app, ["regmix", "sample", "--domains-from", str(language_run), "--by", "lang",
+                                          "-n", "500", "--out", str(out), *extra])
+        assert result.exit_code == 0, result.output
+        means[label] = pd.read_csv(out, index_col=0).mean()
+    prior = pd.Series(json.loads(result.stderr.split("prior from ")[1].split(": ", 1)[1].splitlines()[0]))
+    langs = list(prior.index)
+    target = pd.Series({name: truth[name] for name in langs}) / sum(truth[name] for name in langs)
+    assert abs(prior - target).mean() <= MAX_MAE  # the languages' shares among themselves
+    # the draws centre on the inferred prior, not on the run's token shares (English a fifth of its part)
+    assert abs(means["tokenizer"][langs] - prior).mean() < 0.5 * abs(means["tokens"][langs] - prior).mean()
+
+
+def test_one_line_errors(languages, tmp_path):
+    tokenizer, _, held = languages
+    (tmp_path / "empty.txt").write_text("")
+    runner = CliRunner()
+    for args, message in (
+            (["-t", "gpt5_base", "-c", f"a={tmp_path}/empty.txt"], "error: no tokenizer 'gpt5_base': give a "
+                                                                    "tokenizer.json, a tiktoken rank file or one of"),
+            (["-t", str(tokenizer), "-c", f"a={tmp_path}/empty.txt", "-c", f"b={tokenizer}"],
+             f"error: '{tmp_path}/empty.txt' holds no text"),
+            (["-t", str(tokenizer), "-c", f"a={tmp_path}/no-*.txt"], f"error: no files match '{tmp_path}/no-*.txt'"),
+            (["-t", str(tokenizer), "--by", "lang"], "error: --run and --by go together")):
+        result = runner.invoke(app, ["infer-mixture", *args])
+        assert result.exit_code == 2, result.output
+        assert len(result.stderr.splitlines()) == 1 and result.stderr.startswith(message), result.stderr
+    with pytest.raises(SampleError, match="category 'ja' has no text"):
+        infer_mixture(tokenizer, {"en": held["en"], "ja": []})
+    with pytest.raises(TokenizerError, match="model type 'WordLevel', but the attack needs a BPE tokenizer"):
+        word_level = tmp_path / "wordlevel.json"
+        Tokenizer(models.WordLevel({"a": 0}, unk_token="a")).save(str(word_level))
+        infer_mixture(word_level, held)
