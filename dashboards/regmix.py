@@ -1,8 +1,11 @@
-"""RegMix page: fit mixture -> loss regressions on an experiment's runs, see how well they rank held-out
-runs, find the best mixture, and launch a new `mixture_experiment` run through Prefect.
+"""RegMix page: an experiment's stored fit (every candidate model's cross-validated scores, predicted
+against measured out of fold, the targets' directions, the optimum under the repetition cap beside the
+prior and the best run), a fit of its runs here, and a new `mixture_experiment` run launched through Prefect.
 
-The reading, fitting and search are `mixtures.io` and `mixtures.regression.RegMixRegressor`; this page
-only chooses the runs, shows the results and catches bad input as one-line messages.
+The reading, fitting and search are `mixtures.io`, `mixtures.regression.RegMixRegressor` and
+`mixtures.objective.RepetitionCap`; a stored fit is shown from what `mixforge regmix fit` and the experiment
+saved (fit.json, report.json), not refitted. This page only chooses, shows, and catches bad input as
+one-line messages.
 """
 
 from __future__ import annotations
@@ -22,10 +25,11 @@ from sklearn.model_selection import train_test_split
 from dashboards import launch
 from dashboards.run import columns, quoted, run_sql
 from mixtures.io import MixtureFileError, export_mixture, join_runs, read_metrics, read_mixtures
-from mixtures.regression import MODELS, RegMixRegressor, importance
+from mixtures.objective import REPETITION_FACTOR, RepetitionCap
+from mixtures.regression import FINALS, FIT_FILE, MODELS, RegMixRegressor, importance
 from storage.catalog import QueryRefused
 
-RATIOS, METRICS, EXPERIMENT_FILE = "ratios.csv", "metrics.csv", "experiment.json"
+RATIOS, METRICS, EXPERIMENT_FILE, REPORT_FILE = "ratios.csv", "metrics.csv", "experiment.json", "report.json"
 FLOW_NAME = "mixture_experiment"
 HOLDOUT = 0.25
 MIN_HELD_RUNS = 8  # fewer held-out runs than this make a meaningless Spearman: k-fold instead
@@ -62,6 +66,8 @@ def render(run_dir: Path) -> None:
         st.error(str(error))
         experiment = None
     if experiment is not None:
+        if source == SOURCES[0]:
+            stored_fit_section(run_dir / experiment.name, run_dir)
         fit_form(run_dir, experiment)
     result = st.session_state.get("regmix_result")
     if result is not None and experiment is not None and result["fingerprint"] == experiment.fingerprint():
@@ -187,17 +193,13 @@ def fit(run_dir: Path, experiment: Experiment, targets: list[str], model: str, n
     # One LightGBM thread: on a few hundred runs a second one is slower, and on a busy machine OpenMP's
     # spinning threads made a fit 10-30x slower; the server also has other sessions to serve.
     regressor = RegMixRegressor(model, num_threads=1, prior=None if prior is None else prior.to_dict())
-    predicted = measured = None
     if experiment.test_mixtures is not None:
         X_test = experiment.test_mixtures
-        measured = experiment.test_metrics[targets]
-        report = regressor.fit_report(X, Y, X_test=X_test, Y_test=measured)
-        predicted = regressor.predict_frame(X_test)
+        report = regressor.fit_report(X, Y, X_test=X_test, Y_test=experiment.test_metrics[targets])
         report["method"] = f"{len(X_test):,} test runs"
     elif len(X) * HOLDOUT >= MIN_HELD_RUNS:
-        X_fit, X_held, Y_fit, measured = train_test_split(X, Y, test_size=HOLDOUT, random_state=0)
-        report = regressor.fit_report(X_fit, Y_fit, X_test=X_held, Y_test=measured)
-        predicted = regressor.predict_frame(X_held)
+        X_fit, X_held, Y_fit, Y_held = train_test_split(X, Y, test_size=HOLDOUT, random_state=0)
+        report = regressor.fit_report(X_fit, Y_fit, X_test=X_held, Y_test=Y_held)
         report["method"] = f"{len(X_held):,} held-out runs ({HOLDOUT:.0%}) after fitting on the other {len(X_fit):,}"
         regressor.fit(X, Y)
     else:
@@ -206,8 +208,7 @@ def fit(run_dir: Path, experiment: Experiment, targets: list[str], model: str, n
     best = regressor.optimum(n_samples=n_samples, top_k=top_k)
     reference = prior / prior.sum() if prior is not None else X.mean(axis=0)
     return {"experiment": experiment.name, "fingerprint": experiment.fingerprint(), "targets": targets,
-            "model": model, "report": report, "n_runs": len(X),
-            "predicted": predicted, "measured": measured, "importance": importances(regressor),
+            "model": model, "report": report, "n_runs": len(X), "importance": importances(regressor),
             "best": best, "reference": reference,
             "reference_name": "token prior" if prior is not None else "mean of the runs",
             "search": {"n_samples": n_samples, "top_k": top_k}}
@@ -254,10 +255,7 @@ def show_result(result: dict) -> None:
         if len(result["targets"]) > 1 else result["targets"][0]
     left, right = st.columns(2)
     with left:
-        if result["predicted"] is not None:
-            show_scatter(result, target)
-        else:
-            st.info("Too few runs to hold some out: the scores above are k-fold cross-validation.")
+        show_scatter(scored_runs(report["predictions"], target), target, report["targets"][target]["spearman"])
     with right:
         importance = result["importance"][target].sort_values()
         figure = go.Figure(go.Bar(x=importance.values, y=[short(d) for d in importance.index], orientation="h"))
@@ -274,17 +272,23 @@ def short(name: str) -> str:
     return name
 
 
-def show_scatter(result: dict, target: str) -> None:
-    frame = pd.DataFrame({"measured": result["measured"][target], "predicted": result["predicted"][target]}).dropna()
-    rho = result["report"]["targets"][target]["spearman"]
+def scored_runs(predictions: dict, target: str) -> pd.DataFrame:
+    """Measured and predicted values of the runs a fit was scored on (fit_report's `predictions`)."""
+    return pd.DataFrame({"measured": predictions["measured"][target], "predicted": predictions["predicted"][target]},
+                        index=pd.Index(predictions["runs"], name="run"))
+
+
+def show_scatter(frame: pd.DataFrame, target: str, spearman: float, key: str | None = None) -> None:
+    """Predicted against measured, one point per run, with the y = x line."""
+    frame = frame.dropna()
     figure = px.scatter(frame, x="measured", y="predicted", hover_name=frame.index,
-                        title=f"Predicted against measured: Spearman {rho:.4f}")
+                        title=f"Predicted against measured: Spearman {spearman:.4f}")
     low, high = float(frame.min().min()), float(frame.max().max())
     figure.add_trace(go.Scatter(x=[low, high], y=[low, high], mode="lines", name="y = x",
                                 line={"dash": "dot", "color": "grey"}))
     figure.update_layout(height=420, margin={"t": 40}, xaxis_title=f"measured {short(target)}",
                          yaxis_title=f"predicted {short(target)}", showlegend=False)
-    st.plotly_chart(figure)
+    st.plotly_chart(figure, key=key)
 
 
 def show_best(result: dict) -> None:
@@ -310,6 +314,209 @@ def show_best(result: dict) -> None:
 def exported(best: pd.Series, name: str, context: dict) -> bytes:
     with tempfile.TemporaryDirectory() as folder:
         return export_mixture(best.to_dict(), Path(folder) / name, **context).read_bytes()
+
+
+# -- an experiment's stored fit -------------------------------------------------------------------
+@dataclass
+class StoredFit:
+    """A fit saved by `mixforge regmix fit --out` or a `mixture_experiment` (its fit/): the models with
+    fit.json (every `auto` candidate's cross-validated scores and out-of-fold predictions), and
+    report.json, how the fit was scored and on which runs, when the command wrote one."""
+
+    folder: Path
+    regressor: RegMixRegressor
+    report: dict | None
+
+    @classmethod
+    def load(cls, folder: Path) -> StoredFit:
+        report = folder / REPORT_FILE
+        return cls(folder, RegMixRegressor.load(folder), json.loads(report.read_text()) if report.exists() else None)
+
+    def chosen(self, target: str) -> str:
+        return self.regressor.model_names_[self.regressor.targets_.index(target)]
+
+    def comparison(self, target: str) -> tuple[pd.DataFrame, str] | None:
+        """Every candidate's Spearman and MAE with the chosen one marked, and what scored them: `auto`'s
+        cross-validation, else the report's score of the one model fitted."""
+        selection = self.regressor.selection_.get(target)
+        if selection:
+            scores, method = pd.DataFrame(selection["scores"]).T, f"{selection['method']} cross-validation"
+        elif self.report and target in self.report.get("targets", {}):
+            scores, method = pd.DataFrame({self.chosen(target): self.report["targets"][target]}).T, \
+                scored_by(self.report["method"])
+        else:
+            return None
+        table = scores[["spearman", "mae"]].astype(float).rename_axis("model").reset_index()
+        table.insert(1, "chosen", table["model"] == self.chosen(target))
+        return table, method
+
+    def out_of_fold(self, target: str) -> tuple[pd.DataFrame, str] | None:
+        """The chosen model's predictions of runs it was not fitted on, beside what they measured."""
+        selection = self.regressor.selection_.get(target)
+        if selection:
+            measured = self.regressor.measured_
+            column = self.regressor.targets_.index(target)
+            truth = dict(zip(measured["runs"], np.asarray(measured["metrics"], dtype=float)[:, column], strict=True))
+            frame = pd.DataFrame({"measured": [truth[r] for r in selection["runs"]],
+                                  "predicted": selection["out_of_fold"][selection["chosen"]]},
+                                 index=pd.Index(selection["runs"], name="run"))
+            return frame, f"{selection['method']} cross-validation"
+        predictions = (self.report or {}).get("predictions")
+        if predictions:
+            return scored_runs(predictions, target), scored_by(self.report["method"])
+        return None
+
+
+def scored_by(method: str) -> str:
+    """fit_report's method as words."""
+    return {"test": "the test runs", "holdout": "held-out runs"}.get(method, f"{method} cross-validation")
+
+
+def stored_fits(folder: Path) -> list[Path]:
+    """The experiment's own fits: its sub-folders holding fit.json (fit/ of a mixture_experiment, or any
+    `regmix fit --out` written inside it)."""
+    return sorted(p.parent for p in folder.glob(f"*/{FIT_FILE}"))
+
+
+def stored_fit_section(folder: Path, run_dir: Path) -> None:
+    fits = stored_fits(folder)
+    if not fits:
+        return
+    st.subheader("Stored fit")
+    names = [str(f.relative_to(folder)) for f in fits]
+    name = st.selectbox("Stored fit", names, key=f"regmix_stored_fit_{folder.name}") if len(names) > 1 else names[0]
+    try:
+        fit = StoredFit.load(folder / name)
+    except (OSError, ValueError, KeyError) as error:  # a half-written or foreign fit.json
+        st.error(f"Could not read the stored fit {name}: {' '.join(str(error).split())}")
+        return
+    regressor = fit.regressor
+    objective = regressor.objective()
+    st.caption(f"`{name}`: {regressor.model} fitted on {max(regressor.n_runs_.values()):,} runs x "
+               f"{len(regressor.domains_)} domains; targets combine as a weighted mean of standardised predictions.")
+    st.dataframe(pd.DataFrame({"target": objective.targets, "direction": objective.directions,
+                               "weight": objective.weights, "model": [fit.chosen(t) for t in objective.targets]}),
+                 hide_index=True)
+    for target in objective.targets:
+        st.markdown(f"**{target}**: {objective.directions[objective.targets.index(target)]}, "
+                    f"model `{fit.chosen(target)}`")
+        left, right = st.columns(2)
+        compared = fit.comparison(target)
+        with left:
+            if compared is not None:
+                table, method = compared
+                st.caption(f"Every candidate model, scored by {method}; the chosen one is ticked.")
+                st.dataframe(table, hide_index=True, column_config={
+                    "spearman": st.column_config.NumberColumn(format="%.4f"),
+                    "mae": st.column_config.NumberColumn(format="%.6g")})
+        with right:
+            scored = fit.out_of_fold(target)
+            if scored is not None:
+                frame, method = scored
+                known = frame.dropna()
+                spearman = float(known["measured"].corr(known["predicted"], method="spearman"))
+                st.caption(f"{fit.chosen(target)} out of fold ({method}).")
+                show_scatter(frame, target, spearman, key=f"regmix_stored_scatter_{fit.folder}_{target}")
+            else:
+                st.caption("This fit stored no out-of-fold predictions (fitted before report.json kept them).")
+    optimum_form(fit, run_dir)
+
+
+def cap_tokens(fit: StoredFit, run_dir: Path) -> tuple[pd.Series | None, str]:
+    """Tokens per domain for the repetition cap, and where they come from: the experiment's record, the
+    prior the fit was given, or the run's documents."""
+    domains = fit.regressor.domains_
+    recorded = recorded_tokens(fit.folder, run_dir, domains)
+    if recorded is not None:
+        return recorded, EXPERIMENT_FILE
+    if fit.regressor.prior:
+        return pd.Series({d: float(fit.regressor.prior[d]) for d in domains}), "the fit's token prior"
+    counted = token_prior(run_dir, domains)
+    return counted, "the run's documents"
+
+
+def optimum_form(fit: StoredFit, run_dir: Path) -> None:
+    regressor = fit.regressor
+    tokens, tokens_from = cap_tokens(fit, run_dir)
+    exact = all(name == "log_linear" for name in regressor.model_names_)
+    tag = fit.folder.relative_to(run_dir)  # per fit: each has its own defaults
+    with st.form(f"regmix_stored_optimum_{tag}"):
+        st.markdown("**Optimum** of the stored fit, under the repetition cap")
+        a, b, c, d = st.columns(4)
+        samples = a.number_input("Candidates to rank", min_value=1_000, max_value=2_000_000, value=100_000,
+                                 step=10_000, key=f"regmix_stored_samples_{tag}")
+        top_k = b.number_input("Mean of the top", min_value=1, max_value=10_000, value=128,
+                               key=f"regmix_stored_top_k_{tag}")
+        final = c.selectbox("Final mixture", FINALS, key=f"regmix_stored_final_{tag}",
+                            help="top_k_mean: RegMix's mean of the top k; best: CLIMB's single best candidate.")
+        method = d.selectbox("Search", ("simulation", "exact") if exact else ("simulation",),
+                             key=f"regmix_stored_method_{tag}",
+                             help="exact: olmix's direct solve on the simplex (log_linear fits only).")
+        planned = factor = None
+        if tokens is not None:
+            e, f = st.columns(2)
+            planned = e.number_input("Planned training tokens (0: no cap)", min_value=0, value=int(tokens.sum()),
+                                     step=1_000_000, key=f"regmix_stored_planned_{tag}",
+                                     help=f"Tokens per domain from {tokens_from}; default: the corpus once.")
+            factor = f.number_input("Repetition factor (epochs)", min_value=0.1, value=REPETITION_FACTOR,
+                                    key=f"regmix_stored_factor_{tag}")
+        else:
+            st.caption("No tokens per domain known for these domains: the optimum is uncapped.")
+        submitted = st.form_submit_button("Find the optimum")
+    key = (str(fit.folder), (fit.folder / FIT_FILE).stat().st_mtime_ns)
+    if submitted:
+        try:
+            cap = RepetitionCap(tokens.to_dict(), float(planned), float(factor)) if planned else None
+            upper = cap.upper(regressor.domains_) if cap else None
+            settings = {"final": final, "method": method}
+            with st.spinner("Ranking candidate mixtures..."):
+                best = regressor.optimum(int(samples), int(top_k), upper=upper, **settings)
+                # the same search without the cap: where it would go past a domain's cap, the cap binds
+                uncapped = regressor.optimum(int(samples), int(top_k), **settings) if cap else None
+        except ValueError as error:
+            st.error(f"Could not find the optimum: {' '.join(str(error).split())}")
+            return
+        st.session_state["regmix_stored_optimum"] = {
+            "key": key, "best": best, "comparison": regressor.compare(best), "cap": cap, "tokens_from": tokens_from,
+            "uncapped": None if uncapped is None else regressor.compare(uncapped)["optimum"]}
+    shown = st.session_state.get("regmix_stored_optimum")
+    if shown is not None and shown["key"] == key:
+        show_optimum(regressor, shown)
+
+
+def show_optimum(regressor: RegMixRegressor, shown: dict) -> None:
+    """The optimum's predicted objective and targets beside the prior's, the best run's and (under a cap) the
+    uncapped optimum's; the weights with each domain's cap and whether it binds."""
+    comparison, cap, uncapped = shown["comparison"], shown["cap"], shown["uncapped"]
+    entries = {"optimum": comparison["optimum"], "prior": comparison["prior"], "best run": comparison["best_run"]}
+    if uncapped is not None:
+        entries["uncapped optimum"] = uncapped
+    rows = ["objective", *comparison["targets"]]
+    values = pd.DataFrame({name: [entry["objective"], *entry["predicted"].values()] for name, entry in entries.items()},
+                          index=pd.Index(rows, name="predicted"))
+    best_run = comparison["best_run"]
+    values["best run, measured"] = [best_run["measured_objective"], *best_run["measured"].values()]
+    st.caption(f"Predicted values (objective: lower is better). Prior: "
+               f"{'token shares' if regressor.prior else 'the mean of the runs'}; best run: `{best_run['run']}`, "
+               "the measured run with the best objective.")
+    st.dataframe(values, column_config={c: st.column_config.NumberColumn(format="%.6g") for c in values.columns})
+    weights = pd.DataFrame({name: entry["weights"] for name, entry in entries.items()}).rename_axis("domain")
+    weights["optimum"] = shown["best"].reindex(weights.index)
+    if cap is not None:
+        upper = pd.Series(cap.upper(regressor.domains_), index=regressor.domains_)
+        weights.insert(0, "tokens", pd.Series(cap.tokens).reindex(weights.index).astype(float))
+        weights.insert(1, "max weight", upper)
+        weights["binds"] = weights["uncapped optimum"] > upper + 1e-9
+        binding = list(weights.index[weights["binds"]])
+        st.markdown(f"Repetition cap: {cap.planned_tokens:,.0f} planned tokens, at most {cap.repetition_factor:g} "
+                    f"epochs of each domain (tokens from {shown['tokens_from']}): "
+                    + (f"**binds** on {', '.join(binding)} (the uncapped optimum would give them more)."
+                       if binding else "does not bind."))
+    else:
+        st.markdown("No repetition cap.")
+    st.dataframe(weights.sort_values("optimum", ascending=False), column_config={
+        c: st.column_config.NumberColumn(format="%.4f")
+        for c in ("max weight", "optimum", "prior", "best run", "uncapped optimum")})
 
 
 # -- launching a new experiment ----------------------------------------------------------------------

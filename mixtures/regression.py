@@ -391,13 +391,7 @@ class RegMixRegressor(RegressorMixin, BaseEstimator):
     def evaluate(self, X: pd.DataFrame, Y: pd.DataFrame | pd.Series) -> dict[str, TargetScore]:
         """Spearman, Pearson, MSE and MAE of the predictions on runs not used for fitting."""
         Y = Y.to_frame() if isinstance(Y, pd.Series) else Y
-        predicted = self.predict_frame(X)
-        scores = {}
-        for target in self.targets_:
-            truth = Y[target].to_numpy(dtype=float)
-            known = np.isfinite(truth)
-            scores[target] = TargetScore.of(truth[known], predicted[target].to_numpy()[known])
-        return scores
+        return _scores(Y[self.targets_], self.predict_frame(X))
 
     def fit_report(self, X: pd.DataFrame, Y: pd.DataFrame | pd.Series, *, X_test: pd.DataFrame | None = None,
                    Y_test: pd.DataFrame | None = None, holdout: float = 0.25, min_holdout_runs: int = 32,
@@ -406,37 +400,40 @@ class RegMixRegressor(RegressorMixin, BaseEstimator):
 
         Given test runs, score them. Otherwise hold out `holdout` of the runs when that leaves at least
         `min_holdout_runs` for scoring, else cross-validation (pooled out-of-fold predictions; leave-one-out
-        under 40 runs). With `auto` the report also holds every candidate's cross-validated scores.
+        under 40 runs). The report keeps the scored runs' measured and predicted values (`predictions`,
+        what the dashboard plots); with `auto` it also holds every candidate's cross-validated scores.
         """
         Y = Y.to_frame() if isinstance(Y, pd.Series) else Y
         if X_test is not None and Y_test is not None:
             self.fit(X, Y)
-            method, scores = "test", self.evaluate(X_test, Y_test)
+            method, measured, predicted = "test", Y_test, self.predict_frame(X_test)
         elif len(X) * holdout >= min_holdout_runs:
-            X_fit, X_held, Y_fit, Y_held = train_test_split(X, Y, test_size=holdout, random_state=seed)
-            method, scores = "holdout", clone(self).fit(X_fit, Y_fit).evaluate(X_held, Y_held)
+            X_fit, X_held, Y_fit, measured = train_test_split(X, Y, test_size=holdout, random_state=seed)
+            method, predicted = "holdout", clone(self).fit(X_fit, Y_fit).predict_frame(X_held)
             self.fit(X, Y)
         else:
-            method, scores = self._cross_validate(X, Y, n_splits, seed)
+            method, predicted = self._cross_validate(X, Y, n_splits, seed)
+            measured = Y
             self.fit(X, Y)
+        measured = measured[self.targets_]
+        scores = _scores(measured, predicted)
         targets = {t: {**vars(s), "model": name} for (t, s), name in zip(scores.items(), self.model_names_,
                                                                           strict=True)}
+        predictions = {"runs": [str(r) for r in predicted.index],
+                       "measured": {t: measured[t].tolist() for t in self.targets_},
+                       "predicted": {t: predicted[t].tolist() for t in self.targets_}}
         return {"model": self.model, "method": method, "n_runs": len(X), "domains": self.domains_,
-                "targets": targets, "selection": self.selection_}
+                "targets": targets, "selection": self.selection_, "predictions": predictions}
 
     def _cross_validate(self, X: pd.DataFrame, Y: pd.DataFrame, n_splits: int, seed: int
-                        ) -> tuple[str, dict[str, TargetScore]]:
+                        ) -> tuple[str, pd.DataFrame]:
+        """The pooled out-of-fold predictions of this regressor (all of it, `auto`'s choice included)."""
         method, splitter = cv_splitter(len(X), n_splits, seed)
-        out_of_fold = pd.DataFrame(np.nan, index=X.index, columns=Y.columns)
+        out_of_fold = pd.DataFrame(np.nan, index=X.index, columns=[str(c) for c in Y.columns])
         for fit_rows, held_rows in splitter.split(X):
             fold = clone(self).fit(X.iloc[fit_rows], Y.iloc[fit_rows])
             out_of_fold.iloc[held_rows] = fold.predict_frame(X.iloc[held_rows]).to_numpy()
-        scores = {}
-        for target in Y.columns:
-            truth = Y[target].to_numpy(dtype=float)
-            known = np.isfinite(truth)
-            scores[str(target)] = TargetScore.of(truth[known], out_of_fold[target].to_numpy()[known])
-        return method, scores
+        return method, out_of_fold
 
     # -- the best mixture ------------------------------------------------------------------------
     def objective_score(self, candidates: np.ndarray, target: str | None = None, num_iteration: int | None = None
@@ -596,6 +593,16 @@ class RegMixRegressor(RegressorMixin, BaseEstimator):
         self.search_space_, self.selection_, self.measured_ = meta["search_space"], meta["selection"], meta["measured"]
         self.models_ = [joblib.load(folder / name) for name in meta["model_files"]]
         return self
+
+
+def _scores(measured: pd.DataFrame, predicted: pd.DataFrame) -> dict[str, TargetScore]:
+    """Each target's score over the runs where it was measured (rows paired by position)."""
+    scores = {}
+    for target in predicted.columns:
+        truth = measured[target].to_numpy(dtype=float)
+        known = np.isfinite(truth)
+        scores[target] = TargetScore.of(truth[known], predicted[target].to_numpy(dtype=float)[known])
+    return scores
 
 
 def _as_frame(X: pd.DataFrame | np.ndarray, columns: list[str] | None, prefix: str = "domain") -> pd.DataFrame:

@@ -7,6 +7,8 @@ The demo run is built here once per session; test_dashboard_browser.py shows the
 
 from __future__ import annotations
 
+import base64
+import json
 import re
 import shutil
 import sys
@@ -33,6 +35,8 @@ N_CLUSTERS = 8
 N_SUPER = 3
 KEPT_CLUSTERS = N_CLUSTERS - 1  # the cluster with the lowest mean preselect is pruned
 REGMIX_TARGET = "metric/the_pile_pile_cc_val_loss"
+FITTED = "mixtures/science-law"  # an experiment with two stored fits: auto (fit/) and linear (fit-linear/)
+FITTED_TARGETS = ("loss/science", "acc/law")
 APP_TIMEOUT = 120
 SEARCH_SAMPLES = 10_000
 
@@ -156,6 +160,7 @@ def build_demo_run(out: Path, regmix: Path) -> Path:
     shutil.copy(regmix / "train_mixture_1m.csv", experiment / "ratios.csv")
     shutil.copy(regmix / "train_pile_loss_1m.csv", experiment / "metrics.csv")
     write_domain_experiment(out / "mixtures" / "synthetic-science")
+    write_fitted_experiment(out / FITTED)
 
     manifest = Manifest(command="demo: fortunes")
     for minute, (stage, stage_counts) in enumerate(counts.items()):
@@ -177,6 +182,32 @@ def write_domain_experiment(folder: Path, runs: int = 24) -> None:
     loss = 4.0 - 2.0 * weights["science"] + 0.5 * weights["sports"] + rng.normal(0, 0.01, runs)
     write_mixtures(weights, folder / "ratios.csv")
     write_metrics(pd.DataFrame({"loss/science": loss}), folder / "metrics.csv")
+
+
+def write_fitted_experiment(folder: Path, runs: int = 40) -> None:
+    """Runs over the run's domains with a loss to minimise (the mixing law's own form in the science share)
+    and an accuracy to maximise (linear in law and food), fitted as users fit them: `auto` into fit/ by
+    RegMixRegressor's fit and save (the fit.json `regmix fit` writes, without its report.json), and `mixforge
+    regmix fit --model linear` into fit-linear/. 40 runs: 5-fold, the fewest that are not left one out."""
+    from typer.testing import CliRunner
+
+    from mixforge.cli import app
+    from mixtures.io import read_runs, write_metrics, write_mixtures
+    from mixtures.regression import RegMixRegressor
+
+    rng = np.random.default_rng(1)
+    weights = pd.DataFrame(rng.dirichlet(np.ones(len(DOMAINS)), runs), columns=list(DOMAINS),
+                           index=[f"run-{i:02d}" for i in range(runs)])
+    loss = 3.0 + 1.5 * np.exp(-4 * weights["science"]) + 0.3 * weights["sports"] + rng.normal(0, 0.005, runs)
+    accuracy = 30 + 40 * weights["law"] - 10 * weights["food"] + rng.normal(0, 0.5, runs)
+    write_mixtures(weights, folder / "ratios.csv")
+    write_metrics(pd.DataFrame(dict(zip(FITTED_TARGETS, (loss, accuracy), strict=True))), folder / "metrics.csv")
+    X, Y = read_runs(folder)
+    RegMixRegressor("auto", directions={"acc/law": "maximize"}).fit(X, Y[list(FITTED_TARGETS)]).save(folder / "fit")
+    result = CliRunner().invoke(app, ["regmix", "fit", "--runs", str(folder), "--model", "linear", "--target",
+                                      FITTED_TARGETS[0], "--target", f"{FITTED_TARGETS[1]}:max",
+                                      "--out", str(folder / "fit-linear")])
+    assert result.exit_code == 0, result.output
 
 
 def shared_demo_run(base: Path, regmix: Path) -> Path:
@@ -357,7 +388,7 @@ def test_regmix_page_small_experiment_uses_the_token_prior(demo_run, kept_docs, 
     app = fitted(app)
     no_failures(app)
     assert not app.error and any("leave-one-out cross-validation" in c.value for c in app.caption)  # < 40 runs
-    assert "Too few runs" in app.info[0].value
+    assert len(points(plotted(app)[0])) == 24  # every run, predicted out of fold
     assert spearman(app) >= 0.95
     best = app.dataframe[-1].value
     tokens = {r["domain"]: r["n_tokens_sum"] for r in kept_docs.group_by("domain").aggregate(
@@ -365,6 +396,118 @@ def test_regmix_page_small_experiment_uses_the_token_prior(demo_run, kept_docs, 
     total = sum(tokens.values())
     assert best["token prior"].to_dict() == pytest.approx({d: n / total for d, n in tokens.items()})
     assert best["best"].idxmax() == "science" and best.loc["science", "best"] > best.loc["science", "token prior"]
+
+
+def plotted(app: AppTest) -> list[dict]:
+    """The page's plotly figures as Streamlit sends them to the browser (JSON)."""
+    return [json.loads(chart.proto.spec) for chart in app.get("plotly_chart")]
+
+
+def plotted_array(value) -> list:
+    """A trace's array: plotly sends numbers as base64 typed arrays ({dtype, bdata})."""
+    if isinstance(value, dict):
+        return np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"]).tolist()
+    return list(value)
+
+
+def points(figure: dict) -> pd.DataFrame:
+    """A predicted-against-measured scatter's points: measured (x), predicted (y), by run (hover name)."""
+    trace = figure["data"][0]
+    return pd.DataFrame({"measured": plotted_array(trace["x"]), "predicted": plotted_array(trace["y"])},
+                        index=list(trace["hovertext"]))
+
+
+def stored_fit_page(demo_run: Path, monkeypatch) -> AppTest:
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    app = page_app("regmix", demo_run)
+    app.selectbox(key="regmix_experiment").set_value(FITTED).run()
+    no_failures(app)
+    return app
+
+
+def test_regmix_page_shows_the_stored_fits(demo_run, monkeypatch):
+    """As stored, not refitted: per target its direction, every candidate's cross-validated Spearman and
+    MAE with the chosen model ticked, and the chosen model's out-of-fold predictions against the measured
+    values; for a single-model fit, the report's score and scored runs."""
+    app = stored_fit_page(demo_run, monkeypatch)
+    assert app.selectbox(key="regmix_stored_fit_science-law").options == ["fit", "fit-linear"]
+    stored = json.loads((demo_run / FITTED / "fit" / "fit.json").read_text())
+    targets = app.dataframe[0].value
+    assert targets["target"].tolist() == list(FITTED_TARGETS)
+    assert targets["direction"].tolist() == ["minimize", "maximize"]
+    assert targets["model"].tolist() == stored["model_names"]
+    assert stored["model_names"][0] == "log_linear"  # the law wins on the loss made in its own form
+    measured = pd.DataFrame(stored["measured"]["metrics"], index=stored["measured"]["runs"], columns=stored["targets"])
+    figures = plotted(app)
+    for i, target in enumerate(FITTED_TARGETS):
+        selection = stored["selection"][target]
+        table = app.dataframe[1 + i].value.set_index("model")
+        assert sorted(table.index) == sorted(selection["scores"]) and len(table) == 5
+        assert table.index[table["chosen"]].tolist() == [selection["chosen"]] == [stored["model_names"][i]]
+        assert table[["spearman", "mae"]].to_dict("index") == selection["scores"]
+        shown = points(figures[i])
+        assert shown.index.tolist() == selection["runs"]
+        assert shown["predicted"].tolist() == selection["out_of_fold"][selection["chosen"]]
+        assert shown["measured"].tolist() == measured.loc[selection["runs"], target].tolist()
+
+    app.selectbox(key="regmix_stored_fit_science-law").set_value("fit-linear").run()
+    no_failures(app)
+    report = json.loads((demo_run / FITTED / "fit-linear" / "report.json").read_text())
+    assert report["method"] == "5-fold" and app.dataframe[0].value["model"].tolist() == ["linear", "linear"]
+    figures = plotted(app)
+    for i, target in enumerate(FITTED_TARGETS):
+        table = app.dataframe[1 + i].value
+        score = report["targets"][target]
+        assert table.to_dict("records") == [{"model": "linear", "chosen": True, "spearman": score["spearman"],
+                                             "mae": score["mae"]}]
+        shown = points(figures[i])
+        predictions = report["predictions"]
+        assert shown.index.tolist() == predictions["runs"]
+        assert shown["predicted"].tolist() == predictions["predicted"][target]
+        assert shown["measured"].tolist() == predictions["measured"][target]
+
+
+def test_regmix_page_stored_fit_optimum_under_the_repetition_cap(demo_run, kept_docs, monkeypatch):
+    """The optimum of the stored fit beside the prior and the best run, each with its predicted values, and
+    the cap from the run's tokens: planned tokens that allow science a quarter (it holds 19% of the tokens;
+    uncapped, the optimum gives it a third) make the cap bind there."""
+    from mixtures.objective import RepetitionCap
+    from mixtures.regression import RegMixRegressor
+
+    app = stored_fit_page(demo_run, monkeypatch)
+    tokens = {r["domain"]: float(r["n_tokens_sum"]) for r in kept_docs.group_by("domain").aggregate(
+        [("n_tokens", "sum")]).to_pylist()}
+    tag = f"{FITTED}/fit"
+    assert app.number_input(key=f"regmix_stored_planned_{tag}").value == sum(tokens.values())  # the corpus once
+    planned = int(4 * tokens["science"] / 0.25)
+    app.number_input(key=f"regmix_stored_samples_{tag}").set_value(SEARCH_SAMPLES)
+    app.number_input(key=f"regmix_stored_planned_{tag}").set_value(planned)
+    app = button(app, "Find the optimum").click().run()
+    no_failures(app)
+    assert not app.error, app.error[0].value
+
+    regressor = RegMixRegressor.load(demo_run / FITTED / "fit")
+    cap = RepetitionCap(tokens, planned)
+    upper = dict(zip(regressor.domains_, cap.upper(regressor.domains_), strict=True))
+    expected = regressor.compare(regressor.optimum(SEARCH_SAMPLES, 128, upper=cap.upper(regressor.domains_)))
+    uncapped = regressor.compare(regressor.optimum(SEARCH_SAMPLES, 128))["optimum"]
+    values, weights = (d.value for d in app.dataframe[-2:])
+    assert values.index.tolist() == ["objective", *FITTED_TARGETS]
+    for column, entry in (("optimum", expected["optimum"]), ("prior", expected["prior"]),
+                          ("best run", expected["best_run"]), ("uncapped optimum", uncapped)):
+        assert values[column].tolist() == pytest.approx([entry["objective"], *entry["predicted"].values()], rel=1e-9)
+    best_run = expected["best_run"]
+    assert values["best run, measured"].tolist() == pytest.approx([best_run["measured_objective"],
+                                                                   *best_run["measured"].values()])
+    assert any(f"best run: `{best_run['run']}`" in c.value for c in app.caption)
+    assert values.loc["objective", "optimum"] < values.loc["objective", "prior"]
+
+    assert weights["tokens"].to_dict() == tokens and weights["max weight"].to_dict() == pytest.approx(upper)
+    assert (weights["optimum"] <= weights["max weight"] + 1e-9).all() and weights["optimum"].sum() == pytest.approx(1)
+    assert weights["binds"].to_dict() == {d: uncapped["weights"][d] > upper[d] for d in upper}
+    assert weights.loc["science", "binds"] and weights.loc["science", "uncapped optimum"] > 0.3
+    assert weights.loc["science", "optimum"] == pytest.approx(upper["science"], abs=1e-3) == pytest.approx(0.25)
+    assert any("**binds** on " in m.value and "science" in m.value for m in app.markdown)
 
 
 def upload(app: AppTest, key: str, name: str, content: bytes) -> None:
