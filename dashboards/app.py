@@ -12,14 +12,15 @@ from pathlib import Path
 
 import streamlit as st
 
-from dashboards import clusters, regmix, runs, scores, sql, verify
+from dashboards import clusters, regmix, runs, scores, sql, tokenizer_mixture, verify
 from dashboards.access import TOKEN_ENV, authorised
 from dashboards.run import reload_catalog, run_dir_from_env
 
 PAGES = ((runs, "Runs", "runs", ":material/monitoring:"), (sql, "SQL", "sql", ":material/terminal:"),
          (clusters, "Clusters", "clusters", ":material/bubble_chart:"),
          (scores, "Scores", "scores", ":material/leaderboard:"), (regmix, "RegMix", "regmix", ":material/tune:"),
-         (verify, "Verify", "verify", ":material/verified:"))
+         (verify, "Verify", "verify", ":material/verified:"),
+         (tokenizer_mixture, "Tokenizer", "tokenizer", ":material/bar_chart:"))
 
 
 def page(module, run_dir: Path):

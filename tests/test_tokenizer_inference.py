@@ -20,11 +20,12 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 import pytest
+from streamlit.testing.v1 import AppTest
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from typer.testing import CliRunner
 
 from mixforge.cli import app
-from mixtures.tokenizer_attack import SampleError, TokenizerError, infer_mixture
+from mixtures.tokenizer_attack import RUN_MIXTURES, SampleError, TokenizerError, infer_mixture
 from storage.shards import write_table_atomic
 
 MIX = (0.08, 0.35, 0.25, 0.20, 0.12)  # byte shares of the training data, categories in order
@@ -132,9 +133,11 @@ def test_cli_categories_from_a_run_and_files(languages, language_run, tmp_path):
         (code / f"m{i}.py").write_text(text, encoding="utf-8")
     args = ["infer-mixture", "--tokenizer", str(tokenizer), "--run", str(language_run), "--by", "lang",
             "--category", f"code={code}/*.py", "--merges", "600"]
-    result = CliRunner().invoke(app, [*args, "--format", "json"])
+    saved = language_run / RUN_MIXTURES / "languages.json"
+    result = CliRunner().invoke(app, [*args, "--format", "json", "--output", str(saved)])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
+    assert json.loads(saved.read_text()) == report
     assert set(report["proportions"]) == set(truth) and list(report["proportions"])[-1] == "code"  # run's, then files'
     assert sum(report["proportions"].values()) == pytest.approx(1.0)
     assert report["slack"] >= 0 and report["converged"] and report["n_merges"] == 600
@@ -148,6 +151,28 @@ def test_cli_categories_from_a_run_and_files(languages, language_run, tmp_path):
     lines = table.stdout.splitlines()
     assert lines[0].split() == ["category", "share", "sample", "bytes"] and len(lines) == 7
     assert all(50_000 <= int(line.split()[2].replace(",", "")) < 150_000 for line in lines[1:6])
+
+
+def test_dashboard_shows_the_saved_mixture_as_bars(languages, language_run, tmp_path):
+    def script(run: str) -> None:
+        from pathlib import Path
+
+        from dashboards import tokenizer_mixture
+
+        tokenizer_mixture.render(Path(run))
+
+    empty = AppTest.from_function(script, args=(str(tmp_path),), default_timeout=60).run()
+    assert not empty.exception and "No inferred mixture in this run yet" in empty.info[0].value
+    saved = tmp_path / RUN_MIXTURES / "languages.json"
+    result = CliRunner().invoke(app, ["infer-mixture", "-t", str(languages[0]), "--run", str(language_run),
+                                      "--by", "lang", "--merges", "300", "--output", str(saved)])
+    assert result.exit_code == 0, result.output
+    page = AppTest.from_function(script, args=(str(tmp_path),), default_timeout=60).run()
+    assert not page.exception, [e.value for e in page.exception]
+    report = json.loads(saved.read_text())
+    bars = json.loads(page.get("plotly_chart")[0].proto.spec)["data"][0]
+    assert bars["x"] == sorted(report["proportions"], key=lambda name: -report["proportions"][name])
+    assert bars["y"] == pytest.approx(sorted(report["proportions"].values(), reverse=True))
 
 
 def test_regmix_prior_from_tokenizer(languages, language_run, tmp_path):

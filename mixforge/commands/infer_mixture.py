@@ -39,6 +39,8 @@ def infer_mixture_command(
     pattern: str = typer.Option(None, help="Pre-tokenization of a rank file: a regex or an encoding name "
                                            "(default: cl100k_base's)."),
     fmt: str = typer.Option("table", "--format", "-f", help="table or json."),
+    output: Path = typer.Option(None, "--output", "-o", help="Also write the json here; under <run>/"
+                                                             "tokenizer-mixtures/ the dashboard shows it."),
 ) -> None:
     """Infer each category's share of a BPE tokenizer's training data from its merge list."""
     from mixtures.domains import DomainError
@@ -63,8 +65,12 @@ def infer_mixture_command(
         estimate = infer_mixture(bpe, samples, n_merges=merges, first_merge=first_merge)
     except (TokenizerError, SampleError, DomainError, ValueError) as error:
         fail(" ".join(str(error).split()))
+    report = json.dumps(estimate.to_dict(), indent=2)
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(report)
     if fmt == "json":
-        typer.echo(json.dumps(estimate.to_dict(), indent=2))
+        typer.echo(report)
         return
     typer.echo(f"{'category':24s} {'share':>8s} {'sample bytes':>14s}")
     for name, share in sorted(estimate.proportions.items(), key=lambda item: -item[1]):

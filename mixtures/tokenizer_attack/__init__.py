@@ -24,8 +24,9 @@ from mixtures.tokenizer_attack.pair_counts import PairHistory, count_pairs
 from mixtures.tokenizer_attack.samples import DEFAULT_SAMPLE_BYTES, SampleError
 from mixtures.tokenizer_attack.solver import solve
 
-__all__ = ["BPEMerges", "MixtureEstimate", "SampleError", "TokenizerError", "DEFAULT_SAMPLE_BYTES",
+__all__ = ["BPEMerges", "MixtureEstimate", "SampleError", "TokenizerError", "DEFAULT_SAMPLE_BYTES", "RUN_MIXTURES",
            "infer_mixture", "load_merges", "pair_history"]
+RUN_MIXTURES = "tokenizer-mixtures"  # a run's inferred mixtures (infer-mixture --output), one .json each
 
 
 @dataclass
