@@ -57,8 +57,9 @@ class Experiment:
 
 def render(run_dir: Path) -> None:
     st.title("RegMix")
-    st.caption("Fit one regression per target loss on mixture -> loss runs (RegMix: LightGBM, or linear), "
-               "score it on held-out runs, and search many Dirichlet mixtures for the best one.")
+    st.caption("An experiment's stored fit, or a fit of its runs here: one regression per target (LightGBM as "
+               "RegMix or CLIMB, linear, the log-linear mixing law, a Gaussian process, or auto by "
+               "cross-validation), scored on runs it did not see, and many Dirichlet mixtures searched for the best.")
     source = st.radio("Runs", SOURCES, horizontal=True, key="regmix_source")
     try:
         experiment = pick_experiment(run_dir) if source == SOURCES[0] else uploaded_experiment()
