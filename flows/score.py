@@ -54,7 +54,7 @@ class FastTextScorer(_Section):
 class StudentScorer(_Section):
     """A DataMan student rater (`mixforge score train-students`)."""
 
-    model: str = Field(description="student rater file (.joblib)")
+    model: str = Field(description="student rater folder (fastText models and student.json)")
 
 
 class ScoreConfig(_Section):

@@ -13,11 +13,12 @@
   stronger family, but scoring each document with each proxy took ~1 s per proxy on the 2 demo cores, so
   the pipeline trains the family it can afford: n-gram models score a thousand documents in seconds.
 - dataman: DataMan ratings from the demo teacher (scoring.dataman_teacher, an approximation without an LLM)
-  or an OpenAI-compatible endpoint, distilled into student raters trained on 80% of the ratings; their
-  agreement with the teacher on the other 20% is recorded.
+  or an OpenAI-compatible endpoint, distilled into student raters (fastText, one per criterion and one for the
+  domain: scoring.students) trained on 80% of the ratings; their agreement with the teacher on the other 20%
+  is recorded.
 
 Outputs under `<out>/scorers/`: the models (dclm.bin, family/*.npz with family.yaml, preselect.bin,
-students.joblib), what they learnt from (preselect_strength.parquet: id, strength, label;
+students/), what they learnt from (preselect_strength.parquet: id, strength, label;
 dataman_annotations.parquet: the teacher's ratings), both readable with SQL (`read_parquet`), and one
 record `<name>.json` per scorer (settings, fingerprint, counts), written last. A scorer whose settings
 and input stage are unchanged is not retrained, so a rerun resumes; one made otherwise is refused
@@ -53,6 +54,8 @@ from flows.score import (
 )
 from scoring.dataman import CRITERIA
 from scoring.fasttext_classifier import DCLM, PRESELECT
+from scoring.students import DEFAULTS as STUDENT
+from scoring.students import StudentRater
 from storage.manifest import save_manifest
 from storage.shards import write_json_atomic, write_table_atomic
 
@@ -113,9 +116,11 @@ class DataManTraining(_Section):
     concurrency: int = Field(8, gt=0)
     documents: str = Field(description="read-only SQL returning id and text: the documents the teacher rates")
     similarity: Literal["embeddings", "tfidf"] = Field("embeddings", description="demo teacher's domain similarity")
-    features: Literal["hashing", "embeddings"] = Field("hashing", description="students' text features")
-    n_features: int = Field(2**16, gt=0, description="hashing: feature buckets (the model holds 15 x this many "
-                                                     "weights)")
+    epoch: int = Field(STUDENT["epoch"], gt=0, description="students' fastText epochs")
+    lr: float = Field(STUDENT["lr"], gt=0, description="students' fastText learning rate")
+    dim: int = Field(STUDENT["dim"], gt=0, description="students' fastText dimension")
+    bucket: int = Field(STUDENT["bucket"], gt=0, description="students' hashed word n-gram buckets (a model holds "
+                                                             "dim x this many weights)")
 
 
 class ScorersConfig(_Section):
@@ -135,7 +140,7 @@ class ScorersConfig(_Section):
         if self.preselect:
             fasttext.append(FastTextScorer(model=str(folder / "preselect.bin"), column=self.preselect.column,
                                            max_chars=self.preselect.max_chars))
-        students = StudentScorer(model=str(folder / "students.joblib")) if self.dataman else None
+        students = StudentScorer(model=str(folder / "students")) if self.dataman else None
         update = {"fasttext": fasttext, "students": (base.students if base else None) or students}
         return base.model_copy(update=update) if base else ScoreConfig(**update)
 
@@ -248,8 +253,6 @@ def train_preselect(out_dir: Path, stage: str, config: PreSelectTraining, digest
 
 @task(name="train-dataman-students", cache_policy=NO_CACHE)
 def train_dataman(out_dir: Path, config: DataManTraining, digest: str, restart: bool) -> dict:
-    from scoring.students import StudentRater
-
     if (record := _done(out_dir, "dataman", digest, restart)) is not None:
         return record
     folder = out_dir / FOLDER
@@ -273,19 +276,18 @@ def train_dataman(out_dir: Path, config: DataManTraining, digest: str, restart: 
     write_table_atomic(annotations, folder / "dataman_annotations.parquet")
     by_id = dict(zip(ids, texts, strict=True))
     rated = np.asarray([by_id[i] for i in annotations.column("id").to_pylist()], dtype=object)
-    held = np.random.default_rng(0).random(len(rated)) < HELD_OUT
-    students = StudentRater(features=config.features, n_features=config.n_features).fit(
-        rated[~held].tolist(), annotations.filter(pa.array(~held)))
-    students.save(folder / "students.joblib")
-    agreement = students.agreement(rated[held].tolist(), annotations.filter(pa.array(held)))
+    students = StudentRater(epoch=config.epoch, lr=config.lr, dim=config.dim, bucket=config.bucket,
+                            held_out=HELD_OUT).fit(rated.tolist(), annotations)
+    students.save(folder / "students")
+    agreement = students.agreement_
     overall = np.asarray(annotations.column("overall").to_pylist(), dtype=float)
     return _save(out_dir, "dataman", digest, config, {
-        "model": "students.joblib", "annotator": annotations.column("annotator")[0].as_py(),
-        "rated": annotations.num_rows, "failed": len(failed), "held_out": int(held.sum()),
+        "model": "students", "annotator": annotations.column("annotator")[0].as_py(),
+        "rated": annotations.num_rows, "failed": len(failed), "held_out": annotations.num_rows - students.n_train_,
         "overall_mean": float(np.nanmean(overall)), "agreement": {
             "within_1": float(np.mean([agreement[k]["within_1"] for k in CRITERIA])),
             "spearman": float(np.nanmean([agreement[k]["spearman"] for k in CRITERIA])),
-            "domain": agreement["domain"]["exact"], "by_criterion": agreement}})
+            "domain": agreement["domain"]["accuracy"], "by_criterion": agreement}})
 
 
 def summary_markdown(records: dict[str, dict]) -> str:

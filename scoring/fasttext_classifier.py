@@ -91,6 +91,42 @@ def save_metadata(model: str | Path, record: dict) -> Path:
     return path
 
 
+def train_supervised(examples: Sequence[tuple[str, str]], settings: dict):
+    """fastText supervised on (label, one-line text) pairs, shuffled by `settings['seed']` (fastText reads its file
+    in order); the model and the learning rate it trained at (lowered where it diverged). `settings`: lr, dim,
+    epoch, word_ngrams, min_count, bucket, threads (None: every core), seed."""
+    import fasttext
+
+    order = np.random.default_rng(settings["seed"]).permutation(len(examples))
+    with tempfile.TemporaryDirectory(prefix="mixforge-fasttext-") as folder:
+        path = Path(folder) / "train.txt"
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.writelines(f"{examples[i][0]} {examples[i][1]}\n" for i in order)
+        lr, threads = settings["lr"], settings["threads"] or max(1, os.cpu_count() or 1)
+        for attempt in range(NAN_RETRIES + 1):
+            try:
+                model = fasttext.train_supervised(
+                    input=str(path), lr=lr, dim=settings["dim"], epoch=settings["epoch"],
+                    wordNgrams=settings["word_ngrams"], minCount=settings["min_count"], bucket=settings["bucket"],
+                    thread=threads, seed=settings["seed"], verbose=0)
+                return model, lr
+            except RuntimeError as error:
+                if "NaN" not in str(error) or attempt == NAN_RETRIES:
+                    raise TrainingError(f"fastText training failed: {error}") from error
+                lr, threads = lr / 2, 1
+                warnings.warn(f"fastText diverged (NaN); retrying with lr {lr:g} on one thread", stacklevel=3)
+
+
+def save_model(model, path: str | Path) -> Path:
+    """Write a fastText model atomically (its .bin keeps the training parameters)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    model.save_model(str(tmp))
+    os.replace(tmp, path)
+    return path
+
+
 class FastTextClassifier:
     """fit(texts, labels) / predict_proba(texts) -> P(positive) / save / load, over fastText supervised."""
 
@@ -116,40 +152,25 @@ class FastTextClassifier:
         return cls(**{**PRESELECT, **overrides})
 
     def fit(self, texts: Sequence[str], labels: Sequence[bool] | np.ndarray) -> FastTextClassifier:
-        import fasttext
-
         labels = np.asarray(labels, dtype=bool)
         if len(texts) != len(labels):
             raise TrainingError(f"{len(texts)} texts but {len(labels)} labels")
-        lines = [(label, one_line(text, self.max_chars)) for text, label in zip(texts, labels, strict=True)]
+        lines = [(POSITIVE if label else NEGATIVE, one_line(text, self.max_chars))
+                 for text, label in zip(texts, labels, strict=True)]
         lines = [(label, line) for label, line in lines if line.strip()]
-        if not any(label for label, _ in lines) or all(label for label, _ in lines):
+        if len({label for label, _ in lines}) < 2:
             raise TrainingError("training needs at least one positive and one negative non-empty text")
-        order = np.random.default_rng(self.seed).permutation(len(lines))  # fastText reads the file in order
-        with tempfile.TemporaryDirectory(prefix="mixforge-fasttext-") as folder:
-            path = Path(folder) / "train.txt"
-            with open(path, "w", encoding="utf-8") as handle:
-                for i in order:
-                    label, line = lines[i]
-                    handle.write(f"{POSITIVE if label else NEGATIVE} {line}\n")
-            lr, threads = self.lr, self.threads or max(1, os.cpu_count() or 1)
-            for attempt in range(NAN_RETRIES + 1):
-                try:
-                    self.model_ = fasttext.train_supervised(
-                        input=str(path), lr=lr, dim=self.dim, epoch=self.epoch, wordNgrams=self.word_ngrams,
-                        minCount=self.min_count, bucket=self.bucket, thread=threads, seed=self.seed, verbose=0)
-                    break
-                except RuntimeError as error:
-                    if "NaN" not in str(error) or attempt == NAN_RETRIES:
-                        raise TrainingError(f"fastText training failed: {error}") from error
-                    lr, threads = lr / 2, 1
-                    warnings.warn(f"fastText diverged (NaN); retrying with lr {lr:g} on one thread", stacklevel=2)
-        self.lr_used_ = lr
+        self.model_, self.lr_used_ = train_supervised(lines, self.settings())
         self.n_train_ = len(lines)
         if self.n_train_ * self.epoch < SMALL_TRAINING_SET and self.lr <= 0.1:
             warnings.warn(f"fastText trained on {self.n_train_} texts x {self.epoch} epochs at lr {self.lr:g}: its "
                           "probabilities may stay near 0.5 (rank by them, or raise lr/epoch)", stacklevel=2)
         return self
+
+    def settings(self) -> dict:
+        """The fastText training parameters (train_supervised's `settings`)."""
+        return {"lr": self.lr, "dim": self.dim, "epoch": self.epoch, "word_ngrams": self.word_ngrams,
+                "min_count": self.min_count, "bucket": self.bucket, "threads": self.threads, "seed": self.seed}
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         """P(positive) per text, float32; an empty text gets fastText's answer for an empty line."""
@@ -163,12 +184,7 @@ class FastTextClassifier:
 
     def save(self, path: str | Path) -> Path:
         """Write the model atomically (fastText's .bin, which keeps the training parameters)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-        self.model_.save_model(str(tmp))
-        os.replace(tmp, path)
-        return path
+        return save_model(self.model_, path)
 
     @classmethod
     def load(cls, path: str | Path, max_chars: int | None = 20_000) -> FastTextClassifier:

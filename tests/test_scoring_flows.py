@@ -82,7 +82,7 @@ def student_model(corpus, tmp_path_factory):
     annotations = OfflineTeacher(similarity="tfidf", max_chars=6000).annotate(ids, texts)
     assert texts_by_id(out, "tokenize", ids[:5]) == texts[:5]
     rater = StudentRater().fit(texts_by_id(out, "tokenize", annotations.column("id").to_pylist()), annotations)
-    return rater.save(tmp_path_factory.mktemp("models") / "student.joblib")
+    return rater.save(tmp_path_factory.mktemp("models") / "student")
 
 
 @pytest.fixture(scope="module")
@@ -193,8 +193,11 @@ def test_cli_trains_a_family_preselect_and_students(corpus, tmp_path):
                                  "--out", str(tmp_path / "ann.parquet")])
     assert result.exit_code == 0 and "150 documents annotated, 0 failed" in result.output, result.output
     result = runner.invoke(app, ["score", "train-students", str(tmp_path / "ann.parquet"), "--run", str(out),
-                                 "--stage", "tokenize", "--out", str(tmp_path / "student.joblib")])
+                                 "--stage", "tokenize", "--out", str(tmp_path / "student")])
     assert result.exit_code == 0, result.output
-    assert set(StudentRater.load(tmp_path / "student.joblib").predict(["SELECT 1;"])) >= {"dataman_overall", "domain"}
+    assert "agreement with the annotator on 30 held-out documents" in result.output and "spearman" in result.output
+    student = StudentRater.load(tmp_path / "student")
+    assert student.agreement_["overall"]["within_1"] >= 0.5 and student.n_train_ == 120
+    assert set(student.predict(["SELECT 1;"])) >= {"dataman_overall", "domain"}
     result = runner.invoke(app, ["score", "annotate", str(out), "--out", str(tmp_path / "x.parquet")])
     assert result.exit_code == 2 and "--base-url" in result.output

@@ -287,16 +287,16 @@ def annotate(
 def train_students(
     annotations: Path = typer.Argument(..., help="Annotations (.parquet) from `mixforge score annotate`."),
     run: Path = typer.Option(..., "--run", help="The run holding the annotated documents."),
-    out: Path = typer.Option(..., "--out", "-o", help="Where to write the student rater (.joblib)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to write the student rater to (fastText models and "
+                                                      "student.json)."),
     stage: str = typer.Option(None, help="Stage holding the documents (default: the run's final stage)."),
-    features: str = typer.Option("hashing", help="hashing (word 1-2-grams) or embeddings (model2vec)."),
+    epoch: int = typer.Option(None, help="fastText epochs (default 10: scoring.students.DEFAULTS)."),
+    lr: float = typer.Option(None, help="fastText learning rate (default 1.0)."),
+    dim: int = typer.Option(None, help="fastText dimension (default 16)."),
     held_out: float = typer.Option(0.2, help="Share of the annotations kept out of training to measure agreement."),
 ) -> None:
-    """Train student raters (a regressor per criterion, a domain classifier) on DataMan annotations; report their
-    agreement with the annotator on held-out documents (also written to <out>.agreement.json)."""
-    import json
-
-    import numpy as np
+    """Train student raters (a fastText model per criterion, one for the domain) on DataMan annotations; report
+    their agreement with the annotator on held-out documents (also in <out>/student.json)."""
     import pyarrow.parquet as pq
 
     from flows.score import texts_by_id
@@ -311,19 +311,14 @@ def train_students(
     if not stage:
         fail("give --stage: the run has no manifest naming its final stage")
     texts = texts_by_id(run, stage, table.column("id").to_pylist())
-    order = np.random.default_rng(0).permutation(table.num_rows)
-    n_test = int(round(held_out * table.num_rows))
-    test, train = np.sort(order[:n_test]), np.sort(order[n_test:])
-    rater = StudentRater(features=features).fit([texts[i] for i in train], table.take(train))
+    given = {name: value for name, value in (("epoch", epoch), ("lr", lr), ("dim", dim)) if value is not None}
+    rater = StudentRater(held_out=held_out, **given).fit(texts, table)
     rater.save(out)
-    annotator = ", ".join(sorted(set(table.column("annotator").to_pylist())))
-    typer.echo(f"student rater trained on {len(train):,} annotations by {annotator}: {out}")
-    if n_test:
-        report = rater.agreement([texts[i] for i in test], table.take(test))
-        out.with_name(out.name + ".agreement.json").write_text(json.dumps(
-            {"annotator": annotator, "held_out": n_test, "agreement": report}, indent=2))
-        typer.echo(f"agreement with the annotator on {n_test:,} held-out documents:")
-        for key, values in report.items():
+    annotator = ", ".join(rater.annotators_)
+    typer.echo(f"student rater trained on {rater.n_train_:,} annotations by {annotator}: {out}")
+    if rater.agreement_:
+        typer.echo(f"agreement with the annotator on {table.num_rows - rater.n_train_:,} held-out documents:")
+        for key, values in rater.agreement_.items():
             typer.echo(f"  {key:<28}" + "  ".join(f"{name} {value:.2f}" for name, value in values.items()))
 
 
