@@ -9,6 +9,8 @@ is refused with one line naming what differs, unless `restart`.
 
 from __future__ import annotations
 
+import copy
+import json
 from pathlib import Path
 
 from prefect import flow, task
@@ -18,7 +20,8 @@ from flows.engine import code_version, init_ray, record_stage, run_stage, start_
 from operators.base import StageStats, split_dropped
 from operators.reader import expand_inputs, plan_units, reader_for, split_unit
 from storage.manifest import Manifest, describe, describe_input, load_manifest, package_versions, save_manifest
-from storage.shards import ShardWriter
+from storage.shards import ShardWriter, stage_files, write_json_atomic
+from storage.unique_ids import make_ids_unique
 
 STAGE = "ingest"
 UNIT_BYTES = 64 * 2**20
@@ -58,7 +61,22 @@ def plan_read(out_dir: Path, files: list[str], inputs: list[dict], reader_option
 
 @task(name="read", retries=2, retry_delay_seconds=5)
 def read_stage(units: list[str], out: str, reader_options: dict, progress: bool) -> list[dict]:
-    return run_stage(STAGE, units, out, lambda: ReadWorker(reader_options), progress=progress)
+    """The units' completion records; once every unit is done, ids are made unique across units too
+    (storage.unique_ids) and the repeats replaced count in the reader's `duplicate_ids`."""
+    records = run_stage(STAGE, units, out, lambda: ReadWorker(reader_options), progress=progress)
+    if len(records) < len(units) or not records:
+        return records
+    files = stage_files(out, "shards", STAGE) + stage_files(out, "dropped", STAGE)
+    ledger = Path(out) / "_progress" / STAGE / "repeated_ids.json"  # not a unit record: no digits
+    replaced = (json.loads(ledger.read_text())["replaced"] if ledger.exists() else 0)
+    replaced += make_ids_unique(files, reader_options.get("id_key") or "id")
+    write_json_atomic({"replaced": replaced}, ledger)
+    if replaced:
+        first = copy.deepcopy(records[0])
+        next(iter(first["operators"].values()))["duplicate_ids"] = (
+            next(iter(first["operators"].values())).get("duplicate_ids", 0) + replaced)
+        records = [first, *records[1:]]
+    return records
 
 
 @flow(name="ingest", log_prints=True)
