@@ -20,7 +20,8 @@ the unit fails and is not marked done: a rerun retries it and nothing is quarant
 Ids: an input's own id (`id_key` of the JSONL and Parquet readers, default "id") is the document id, as
 in datatrove; without one the id is `document_id` of the canonical source URI and the offset. An input id
 seen before in the same input is counted in `stats.duplicate_ids` and replaced by the generated id, the
-input's kept in `metadata` under the id key.
+input's kept in `metadata` under the id key; repeats across inputs and parts are made unique the same
+way once the read stage is done (storage.unique_ids).
 """
 
 from __future__ import annotations
