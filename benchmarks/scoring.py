@@ -2,12 +2,15 @@
 against a plain transformers forward loop over the same windows (PreSelect's bpc loop: one document, one window at
 a time) on the same texts, on CPU and, where torch sees one, on the GPU (wall seconds; `--loss-only` runs just
 this). Then, one process on one core: our fastText scoring operator against raw fastText `predict` on the
-same texts (the ratio is our overhead: Arrow in and out, text normalisation), the DataMan student rater, the
-offline teacher, and PreSelect's byte n-gram losses.
+same texts (the ratio is our overhead: Arrow in and out, text normalisation), the DataMan student raters, the
+offline teacher, and PreSelect's byte n-gram losses. Last, DataMan's students: the fastText students
+(scoring/students.py: a model per criterion and one for the domain) against the ridge students they replaced
+(hashed word 1-2-gram TF-IDF, 14 ridge regressions and a ridge domain classifier, rebuilt here as the baseline),
+both trained on the same demo-teacher annotations: annotation docs/s and agreement on the same held-out documents.
 
 Times are this process's CPU seconds (docs per CPU-second = per core), so a busy machine does not distort them.
 Texts are the sample corpus's documents (`make sample`), repeated to the wanted count. Models are trained
-here first (a DCLM-style classifier on tech docs vs fortunes, a student on teacher annotations), which is not
+here first (a DCLM-style classifier on tech docs vs fortunes, students on teacher annotations), which is not
 timed.
 
     python benchmarks/scoring.py            # quick (default): < 2 min on 2 cores
@@ -23,6 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 
 REPO = Path(__file__).resolve().parent.parent
@@ -35,6 +39,7 @@ from scoring_inputs import sample_docs  # noqa: E402
 from scoring.apply_fasttext import ScoreFastText  # noqa: E402
 from scoring.apply_students import ScoreStudents  # noqa: E402
 from scoring.byte_ngram import ByteNgramLM  # noqa: E402
+from scoring.dataman import CRITERIA, column_name  # noqa: E402
 from scoring.dataman_teacher import OfflineTeacher  # noqa: E402
 from scoring.fasttext_classifier import FastTextClassifier, one_line  # noqa: E402
 from scoring.students import StudentRater  # noqa: E402
@@ -111,6 +116,60 @@ def loss_rows(texts: list[str], work: Path) -> list[tuple[str, float, float]]:
     return rows
 
 
+N_ANNOTATED = 600  # demo-teacher annotations the students learn from (20% held out)
+
+
+class RidgeStudents:
+    """The students before fastText, as the baseline: hashed word 1-2-gram TF-IDF (2^18 features), one ridge
+    regression per criterion (clipped to 1-5) and a ridge (one-vs-rest) domain classifier."""
+
+    def fit(self, texts: list[str], annotations: pa.Table) -> RidgeStudents:
+        from sklearn.feature_extraction.text import HashingVectorizer, TfidfTransformer
+        from sklearn.linear_model import Ridge, RidgeClassifier
+        from sklearn.pipeline import make_pipeline
+
+        self.features = make_pipeline(HashingVectorizer(ngram_range=(1, 2), n_features=2**18, alternate_sign=False,
+                                                        norm=None), TfidfTransformer(sublinear_tf=True))
+        x = self.features.fit_transform([t[:20_000] for t in texts])
+        self.ratings = {key: Ridge(solver="sparse_cg").fit(x, np.asarray(annotations.column(key), float))
+                        for key in CRITERIA}
+        self.domain = RidgeClassifier(alpha=0.3).fit(x, np.asarray(annotations.column("domain").to_pylist(), object))
+        return self
+
+    def predict(self, texts: list[str]) -> dict[str, np.ndarray]:
+        x = self.features.transform([t[:20_000] for t in texts])
+        out = {column_name(key): np.clip(model.predict(x), 1, 5) for key, model in self.ratings.items()}
+        out["domain"] = self.domain.predict(x)
+        return out
+
+
+def student_rows(students: StudentRater, texts: list[str], annotations: pa.Table, corpus: list[str],
+                 fasttext_rate: float) -> None:
+    """The fastText students against ridge students trained on the same annotations: agreement with the teacher
+    on the same held-out documents, and annotation docs/s (predict on `corpus`, one core)."""
+    from scipy.stats import spearmanr
+
+    order = np.random.default_rng(students.seed).permutation(len(texts))  # StudentRater.fit's split
+    n_test = int(round(students.held_out * len(texts)))
+    test, train = np.sort(order[:n_test]), np.sort(order[n_test:])
+    ridge = RidgeStudents().fit([texts[i] for i in train], annotations.take(train))
+    truth = annotations.take(test)
+    print(f"\nDataMan students, {len(train)} demo-teacher annotations to learn from, {n_test} held out; "
+          f"annotation on {len(corpus):,} documents, one core")
+    print("| students | docs/s | Overall Spearman | mean Spearman (14) | within 1 (mean) | domain accuracy |")
+    print("|---|--:|--:|--:|--:|--:|")
+    for name, model, rate in (("fastText, a model per criterion + domain", students, fasttext_rate),
+                              ("ridge on hashed 1-2-gram TF-IDF (before)", ridge,
+                               len(corpus) / best_of(2, ridge.predict, corpus))):
+        guess = model.predict([texts[i] for i in test])
+        rho = {key: spearmanr(guess[column_name(key)], truth.column(key).to_numpy()).statistic for key in CRITERIA}
+        within = np.mean([(np.abs(guess[column_name(key)] - truth.column(key).to_numpy()) <= 1).mean()
+                          for key in CRITERIA])
+        accuracy = (guess["domain"] == np.asarray(truth.column("domain").to_pylist(), object)).mean()
+        print(f"| {name} | {rate:,.0f} | {rho['overall']:.2f} | {np.nanmean(list(rho.values())):.2f} | "
+              f"{within:.2f} | {accuracy:.2f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer documents (the default)")
@@ -144,9 +203,10 @@ def main() -> None:
         classifier = FastTextClassifier.dclm(bucket=200_000, threads=1, max_chars=20_000).fit(
             tech + fortunes, [True] * len(tech) + [False] * len(fortunes))
         model = str(classifier.save(Path(work) / "dclm.bin"))
-        annotated = docs.text.tolist()[:400]
-        annotations = OfflineTeacher(similarity="tfidf").annotate([str(i) for i in range(400)], annotated)
-        student = str(StudentRater().fit(annotated, annotations).save(Path(work) / "student.joblib"))
+        annotated = docs.text.tolist()[:N_ANNOTATED]
+        annotations = OfflineTeacher(similarity="tfidf").annotate([str(i) for i in range(N_ANNOTATED)], annotated)
+        fasttext_students = StudentRater().fit(annotated, annotations)
+        student = str(fasttext_students.save(Path(work) / "students"))
 
         operator = ScoreFastText(model, column="preselect", max_chars=20_000)
         raw = operator.classifier.model_
@@ -161,7 +221,8 @@ def main() -> None:
 
         students = ScoreStudents(student)
         few = batches[0].slice(0, 2000)
-        rows.append(("student rater (14 ridge + domain, hashed 1-2-grams)", few.num_rows / best_of(2, students, few)))
+        fasttext_rate = few.num_rows / best_of(2, students, few)
+        rows.append(("DataMan students (15 fastText models) operator", fasttext_rate))
         teacher = OfflineTeacher(similarity="tfidf")
         sample = texts[:500]
         rows.append(("demo teacher (heuristics + TF-IDF domain; not DataMan)",
@@ -176,6 +237,7 @@ def main() -> None:
     print(f"\nscoring operator / raw fastText predict: {theirs / ours:.2f}x the speed "
           f"({ours / theirs:.2f}x the time); against predict with its own text preparation: "
           f"{theirs_with_prep / ours:.2f}x")
+    student_rows(fasttext_students, annotated, annotations, few.column("text").to_pylist(), fasttext_rate)
 
 
 if __name__ == "__main__":
