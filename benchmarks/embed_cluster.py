@@ -73,7 +73,7 @@ def write_units(work: Path, name: str, table: pa.Table) -> list[str]:
 
 def stage(name: str, units: list[str], out: Path, worker) -> list[dict]:
     """A Ray stage as the cluster flow runs it: one actor per CPU, all started at once."""
-    return run_stage(name, units, out, worker, progress=False, min_actors=SHARDS)
+    return run_stage(name, units, out, worker, progress=False)
 
 
 def timed(fn):

@@ -133,9 +133,9 @@ def embed_stage(units: list[str], out_dir: Path, config: EmbedConfig, progress: 
     resources: dict = {"num_cpus": 1.0}
     gpus = int(ray.cluster_resources().get("GPU", 0))
     if config.backend == "sentence-transformers" and config.device != "cpu" and gpus:
-        resources = {"num_cpus": 1.0, "num_gpus": 1.0, "max_actors": gpus}
+        resources = {"num_cpus": 1.0, "num_gpus": 1.0, "max_parallel": gpus}
     worker = partial(EmbedWorker, **config.model_dump())
-    return run_stage(EMBED_STAGE, units, out_dir, worker, progress=progress, min_actors=len(units), **resources)
+    return run_stage(EMBED_STAGE, units, out_dir, worker, progress=progress, **resources)
 
 
 @task(name="fit", cache_policy=NO_CACHE)
@@ -162,13 +162,12 @@ def fit_stage(files: list[Path], out_dir: Path, config: ClusterConfig, print_: s
 
 @task(name="assign", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def assign_stage(files: list[str], out_dir: Path, model: ClimbClustering, progress: bool) -> list[dict]:
-    return run_stage(ASSIGN_STAGE, files, out_dir, partial(AssignWorker, model), progress=progress,
-                     min_actors=len(files))
+    return run_stage(ASSIGN_STAGE, files, out_dir, partial(AssignWorker, model), progress=progress)
 
 
 @task(name="label", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def label_stage(units: list[str], out_dir: Path, model: ClimbClustering, progress: bool) -> list[dict]:
-    return run_stage(STAGE, units, out_dir, partial(LabelWorker, model), progress=progress, min_actors=len(units))
+    return run_stage(STAGE, units, out_dir, partial(LabelWorker, model), progress=progress)
 
 
 @task(name="prune", cache_policy=NO_CACHE)

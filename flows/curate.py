@@ -1,6 +1,6 @@
 """The `curate` flow: read -> language ID + heuristic filters -> exact dedup -> MinHash dedup -> tokenize.
 
-Each stage is a Prefect task (with retries) that runs Ray Data through flows.engine; every unit of a stage
+Each stage is a Prefect task (with retries) that runs one Ray task per unit through flows.engine; every unit of a stage
 (a part of an input file, then an upstream shard) writes its shards atomically and then its completion
 record, and the dedup drivers keep their own unit logs. So rerunning a killed run with the same config and
 `out` skips what completed and ends with output identical to an uninterrupted run; Prefect's result cache
@@ -57,7 +57,7 @@ class ChainWorker:
 
     def __call__(self, rank: int, path: str, writer: ShardWriter) -> dict[str, StageStats]:
         operators = self.operators_for(rank)
-        for operator in operators:  # operators built once per actor serve many units; count each unit apart
+        for operator in operators:  # operators built once per process serve many units; count each unit apart
             operator.stats = StageStats()
         chain = OperatorChain(operators)
         for batch in pq.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS):
@@ -81,7 +81,7 @@ def filter_operators(config: RunConfig) -> list[Operator]:
 
 
 def filter_worker(config: RunConfig) -> ChainWorker:
-    operators = filter_operators(config)  # runs inside the actor: models load once per actor
+    operators = filter_operators(config)  # runs inside the Ray worker: models load once per process
     return ChainWorker(lambda rank: operators)
 
 
@@ -93,7 +93,7 @@ class TokenizeWorker(ChainWorker):
     """Counts every document's tokens and, with a token folder, writes the unit's token shard `part-RRRRR`."""
 
     def __init__(self, encoding: str, token_dir: str | None):
-        self.tokenizer = Tokenize(encoding=encoding, threads=1)  # one CPU per actor, as Ray accounts it
+        self.tokenizer = Tokenize(encoding=encoding, threads=1)  # one CPU per task, as Ray accounts it
         super().__init__(lambda rank: [self.tokenizer])
         self.token_dir = token_dir
 

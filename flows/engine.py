@@ -1,7 +1,8 @@
 """Where operators meet Ray: a stage runs one worker per unit (an input file or a part of one, an upstream shard).
 
-The stage is a Ray Data pipeline over the list of pending units: `from_items` -> `map_batches` with a
-callable class, so a worker that loads a model (language ID, an embedder) loads it once per actor.
+A stage is one Ray task per pending unit (fan_out); Ray keeps its worker processes warm across tasks and
+stages, and each process builds a stage's worker once, so a worker that loads a model (language ID, an
+embedder) loads it once per process and a stage starts in well under a second.
 Each unit writes its shards atomically and then its completion record (storage.shards), which is what
 makes a killed run resumable at unit granularity without duplicates. A unit that fails for a reason of
 the environment (operators.reader.TransientInputError: the network, throttling, credentials, after the
@@ -16,6 +17,7 @@ of a stage (the dedup drivers' global steps) reaches Ray through `fan_out`; noth
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -25,7 +27,6 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-import numpy as np
 from tqdm.auto import tqdm
 
 from operators.base import StageStats
@@ -72,11 +73,36 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)
     level = logging.INFO if verbose else logging.ERROR
     address = address or os.environ.get("RAY_ADDRESS") or None
-    if address:
-        ray.init(address=address, log_to_driver=False, logging_level=level)
-    else:
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
-                 logging_level=level)
+    with contextlib.nullcontext() if verbose else _without_ray_startup_notice():
+        if address:
+            ray.init(address=address, log_to_driver=False, logging_level=level)
+        else:
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
+                     logging_level=level)
+
+
+@contextlib.contextmanager
+def _without_ray_startup_notice() -> Iterator[None]:
+    """Ray's C++ logger announces "Set ray log level from environment variable" on the process's stderr
+    (file descriptor 2, below Python) while the core worker starts, whatever the level it sets: catch what
+    fd 2 gets during ray.init and pass on every other line."""
+    import sys
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as caught:
+        os.dup2(caught.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            caught.seek(0)
+            for line in caught.read().decode(errors="replace").splitlines(keepends=True):
+                if "Set ray log level from environment variable" not in line:
+                    sys.stderr.write(line)
 
 
 class UnitsFailed(RuntimeError):
@@ -91,75 +117,70 @@ class UnitsFailed(RuntimeError):
         self.failed = failed
 
 
-class _UnitRunner:
-    """The callable class Ray Data runs: builds the worker once per actor, then runs units."""
+_WORKER: tuple[str, UnitWorker] | None = None  # this process's worker: (its key, the worker)
 
-    def __init__(self, stage: str, out_dir: str, make_worker: Callable[[], UnitWorker], keep_dropped_text: bool):
-        self.stage = stage
-        self.out_dir = out_dir
-        self.worker = make_worker()
-        self.keep_dropped_text = keep_dropped_text
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        records = []
-        for rank, path in zip(batch["rank"], batch["path"], strict=True):
-            rank = int(rank)
-            start = time.perf_counter()
-            discard_partial_unit(self.out_dir, self.stage, rank)
-            writer = ShardWriter(self.out_dir, self.stage, rank, keep_dropped_text=self.keep_dropped_text)
-            try:
-                stats = self.worker(rank, str(path), writer)
-            except TransientInputError as error:  # the environment's fault: leave the unit pending
-                discard_partial_unit(self.out_dir, self.stage, rank)
-                records.append(json.dumps({"rank": rank, "input": str(path), "failed": str(error)}))
-                continue
-            record = {
-                "rank": rank,
-                "input": str(path),
-                "files": writer.close(),
-                "rows": writer.rows,
-                "operators": {name: s.to_dict() for name, s in stats.items()},
-                "seconds": round(time.perf_counter() - start, 4),
-                "finished": now(),
-            }
-            mark_unit_done(self.out_dir, self.stage, rank, record)
-            records.append(json.dumps(record))
-        return {"record": np.array(records, dtype=object)}
+def _cached_worker(key: str, make_worker: Callable[[], UnitWorker]) -> UnitWorker:
+    """The worker for `key`, built once per process: Ray reuses its worker processes across tasks and stages,
+    so a model loads once per process and a stage's start-up is one task, not an actor pool. Only the latest
+    worker is kept, so a finished stage's models are freed."""
+    global _WORKER
+    if _WORKER is None or _WORKER[0] != key:
+        _WORKER = None
+        _WORKER = (key, make_worker())
+    return _WORKER[1]
+
+
+def _run_unit(stage: str, out_dir: str, key: str, make_worker: Callable[[], UnitWorker], keep_dropped_text: bool,
+              rank: int, path: str) -> dict:
+    """One unit as a Ray task: its shards, then its completion record (or a `failed` record, writing nothing)."""
+    worker = _cached_worker(key, make_worker)
+    start = time.perf_counter()
+    discard_partial_unit(out_dir, stage, rank)
+    writer = ShardWriter(out_dir, stage, rank, keep_dropped_text=keep_dropped_text)
+    try:
+        stats = worker(rank, path, writer)
+    except TransientInputError as error:  # the environment's fault: leave the unit pending
+        discard_partial_unit(out_dir, stage, rank)
+        return {"rank": rank, "input": path, "failed": str(error)}
+    record = {
+        "rank": rank,
+        "input": path,
+        "files": writer.close(),
+        "rows": writer.rows,
+        "operators": {name: s.to_dict() for name, s in stats.items()},
+        "seconds": round(time.perf_counter() - start, 4),
+        "finished": now(),
+    }
+    mark_unit_done(out_dir, stage, rank, record)
+    return record
 
 
 def run_stage(stage: str, units: list[str], out_dir: str | Path, make_worker: Callable[[], UnitWorker], *,
-              num_cpus: float = 1.0, num_gpus: float = 0.0, max_actors: int | None = None, min_actors: int = 1,
+              num_cpus: float = 1.0, num_gpus: float = 0.0, max_parallel: int | None = None,
               keep_dropped_text: bool = True, progress: bool = True) -> list[dict]:
-    """Run `make_worker()` over every unit not yet completed; return all units' completion records.
-    (Which completed units may be kept is start_stage's decision, made before.)
+    """Run `make_worker()` over every unit not yet completed, one Ray task per unit (at most `max_parallel` at
+    once, else as many as the cluster's resources allow); return all units' completion records. (Which
+    completed units may be kept is start_stage's decision, made before.)
 
-    `min_actors` > 1 starts that many actors at once (capped at the pool size) instead of letting the
-    pool grow from one, which costs a model-loading stage one actor start-up of idle cores.
+    Tasks, not a Ray Data actor pool: the units are names of files, not blocks of documents, so there is
+    nothing to stream; tasks reuse Ray's warm worker processes (imports paid once per run, not per stage)
+    and each process builds the stage's worker once (`_cached_worker`).
     """
     import ray
-    from ray.data import ActorPoolStrategy, DataContext
+    from ray import cloudpickle
 
-    context = DataContext.get_current()  # our own progress bar replaces Ray Data's logging
-    context.enable_progress_bars = False
-    context.print_on_execution_start = False
     out_dir = str(Path(out_dir).resolve())
     done = completed_units(out_dir, stage)
-    pending = [{"rank": rank, "path": path} for rank, path in enumerate(units) if rank not in done]
+    pending = [(rank, path) for rank, path in enumerate(units) if rank not in done]
     if pending:
-        cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
-        actors = max(1, min(len(pending), max_actors or cpus, int(cpus // max(num_cpus, 0.01))))
-        dataset = ray.data.from_items(pending, override_num_blocks=len(pending)).map_batches(
-            _UnitRunner,
-            fn_constructor_args=(stage, out_dir, make_worker, keep_dropped_text),
-            batch_size=1,
-            compute=ActorPoolStrategy(min_size=min(max(min_actors, 1), actors), max_size=actors),
-            num_cpus=num_cpus,
-            num_gpus=num_gpus,
-        )
+        init_ray()
+        key = hashlib.sha256(cloudpickle.dumps((stage, make_worker))).hexdigest()
+        worker_ref = ray.put(make_worker)
+        calls = [(stage, out_dir, key, worker_ref, keep_dropped_text, rank, str(path)) for rank, path in pending]
         bar = tqdm(total=len(units), initial=len(done), desc=stage, unit="unit", disable=not progress)
         failed = {}
-        for row in dataset.iter_rows():
-            record = json.loads(row["record"])
+        for _, record in fan_out(_run_unit, calls, num_cpus=num_cpus, num_gpus=num_gpus, limit=max_parallel):
             if "failed" in record:
                 failed[record["input"]] = record["failed"]
                 continue
@@ -183,20 +204,33 @@ def start_stage(out_dir: Path, stage: str, parts: dict | str, outputs: list[Path
     keep_or_restart(out_dir, stage, parts if isinstance(parts, dict) else {"settings": parts}, outputs, restart)
 
 
-def fan_out(fn: Callable[..., Any], calls: Sequence[tuple], num_cpus: float = 1.0) -> Iterator[tuple[int, Any]]:
-    """Run fn(*call) for every call as a Ray task (retried on worker failure); yield (call index, result) as
-    each finishes. The one helper for task fan-out: joins the session's Ray through init_ray."""
+def fan_out(fn: Callable[..., Any], calls: Sequence[tuple], num_cpus: float = 1.0, num_gpus: float = 0.0,
+            limit: int | None = None) -> Iterator[tuple[int, Any]]:
+    """Run fn(*call) for every call as a Ray task (retried on worker failure), at most `limit` at once;
+    yield (call index, result) as each finishes. The one helper for task fan-out: joins the session's Ray
+    through init_ray."""
     import ray
 
     if not calls:
         return
     init_ray()
-    remote = ray.remote(num_cpus=num_cpus, max_retries=2)(fn)
-    refs = {remote.remote(*call): i for i, call in enumerate(calls)}
-    pending = list(refs)
-    while pending:
-        ready, pending = ray.wait(pending, num_returns=1)
-        yield refs[ready[0]], ray.get(ready[0])
+    remote = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=2)(fn)
+    queue = iter(enumerate(calls))
+    refs: dict[Any, int] = {}
+
+    def submit() -> None:
+        for i, call in queue:
+            refs[remote.remote(*call)] = i
+            return
+
+    for _ in range(limit or len(calls)):
+        submit()
+    while refs:
+        ready, _ = ray.wait(list(refs), num_returns=1)
+        index = refs.pop(ready[0])
+        result = ray.get(ready[0])
+        submit()
+        yield index, result
 
 
 def record_stage(manifest: Manifest, stage: str, units: list[str], records: list[dict]) -> None:

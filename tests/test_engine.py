@@ -8,8 +8,10 @@ reading them whole gives: the same documents, ids, offsets, quarantine rows and 
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -18,10 +20,12 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
+from flows.engine import run_stage
 from flows.ingest import ingest
 from mixforge.cli import app
+from operators.base import StageStats
 from storage.manifest import load_manifest
-from storage.shards import RunMismatch, keep_or_restart, stage_files
+from storage.shards import RunMismatch, ShardWriter, keep_or_restart, stage_files
 
 
 def read_stage(run: Path, kind: str) -> pa.Table:
@@ -91,3 +95,28 @@ def test_big_files_split_across_workers_equal_the_unsplit_run(big_inputs, ray_lo
     counts = [load_manifest(run).stages["ingest"].counts for run in (whole, split)]
     assert [{k: v for k, v in c.items() if k != "seconds"} for c in counts][0] == \
         [{k: v for k, v in c.items() if k != "seconds"} for c in counts][1]
+
+
+
+def test_a_stage_builds_its_worker_once_per_process_not_per_unit(ray_local, tmp_path):
+    """Units run as Ray tasks on warm worker processes: a model-loading worker is built once per process."""
+    builds = tmp_path / "builds"
+    builds.mkdir()
+
+    class CountedWorker:  # defined here, so Ray's workers get it by value
+        """Leaves a file named by its process and its own id when built: how often the stage built it."""
+
+        def __init__(self, builds: Path):
+            (builds / f"{os.getpid()}-{id(self)}").touch()
+
+        def __call__(self, rank: int, path: str, writer: ShardWriter) -> dict[str, StageStats]:
+            writer.write(pa.table({"id": [f"{rank}"], "text": [path]}))
+            return {"count": StageStats(docs_in=1, docs_out=1)}
+
+    units = [f"unit-{i}" for i in range(12)]
+    records = run_stage("count", units, tmp_path / "run", functools.partial(CountedWorker, builds), progress=False)
+    assert [r["input"] for r in records] == units
+    pids = {name.name.split("-")[0] for name in builds.iterdir()}
+    assert len(list(builds.iterdir())) == len(pids) <= 2  # ray_local has 2 CPUs: at most 2 processes
+    texts = pq.read_table(stage_files(tmp_path / "run", "shards", "count")).column("text").to_pylist()
+    assert sorted(texts) == sorted(units)
