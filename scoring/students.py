@@ -27,13 +27,14 @@ FORMAT = "mixforge-dataman-student/fasttext-1"
 LABEL = "__label__"
 DOMAIN = "domain"
 # Measured on the demo teacher's ratings of 600 sample-corpus documents (450 to train on): at fastText's
-# supervised defaults (lr 0.1, epoch 5) the students barely leave their prior (Overall Spearman 0.39, others
-# ~0); lr 1.0 x 10 epochs: 0.62, mean 0.50; 25 epochs cost 2.5x for no steadier gain; dim 50 and 50k buckets
-# gained nothing over 16 and 20k, which keep each model ~1.3 MB.
+# supervised defaults (lr 0.1, epoch 5) the students barely leave their prior (Overall Spearman 0.39, mean over
+# the criteria 0.09); lr 1.0 x 10 epochs: 0.62, mean 0.50; lr 0.5 x 25 cost 1.8x for about as much (0.62, 0.53);
+# dim 50 and 50k buckets gained nothing over 16 and 20k (a model: a row of 16 per training word and bucket,
+# ~4 MB on 240 documents).
 DEFAULTS = {"lr": 1.0, "dim": 16, "epoch": 10, "word_ngrams": 2, "min_count": 1, "bucket": 20_000}
 # fastText 0.9.2 draws its initial input matrix in ten blocks, one per training thread (densematrix.cc,
 # uniformThread); here, on fewer threads, training these students stopped with "Encountered NaN" at random (the
-# same set and settings on one thread: one run in two, at any lr down to 0.0125); on ten threads, none of 33
+# same set and settings on one thread: one run in two, at any lr down to 0.0125); on ten threads, none of ~130
 # trainings did. Ten threads make training nondeterministic (Hogwild updates), as fastText on several is.
 THREADS = 10
 
