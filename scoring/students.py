@@ -5,8 +5,8 @@ student is one fastText supervised model per criterion whose labels are the 1-5 
 are the domains (word 1-2-grams, the classifier PreSelect and DCLM use). A criterion's score is the expected
 rating under its model's label probabilities: continuous in [1, 5], so documents of one rating still rank.
 `fit` keeps `held_out` of the annotations from training and measures there how well the students agree with
-their teacher; the folder it saves holds one fastText `.bin` per model and `student.json` (settings, labels,
-annotator, that agreement).
+their teacher; the folder it saves holds one fastText `.bin` per model (none for a criterion the annotations
+never vary: every text gets that rating) and `student.json` (settings, labels, annotator, that agreement).
 """
 
 from __future__ import annotations
