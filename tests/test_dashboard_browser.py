@@ -286,7 +286,7 @@ def test_dashboard_on_the_demo_run_in_chromium(dashboard, page, tmp_path_factory
         expect(page.locator("h1").first).to_be_visible(timeout=WAIT_MS)
         expect(page.get_by_test_id("stException")).to_have_count(0)
         shown = page.get_by_test_id("stMain").get_by_test_id("stElementContainer")
-        assert shown.count() >= 3, (title, page.get_by_test_id("stMain").inner_text())  # title, caption, content
+        expect(shown.nth(2)).to_be_attached(timeout=WAIT_MS)  # title, caption, content (a busy page renders late)
         page.screenshot(path=shots / f"8-{title.lower()}.png", full_page=True)
     assert len(list(shots.iterdir())) == 8 + len(titles)
 
