@@ -162,8 +162,8 @@ def score_stage(units: list[str], out_dir: Path, config: ScoreConfig, progress: 
                 restart: bool = False) -> list[dict]:
     models = [s.model for s in config.fasttext] + ([config.students.model] if config.students else [])
     # a model retrained into the same file changes the scores too: its size and time are in the print
-    start_stage(out_dir, SCORE, fingerprint(input_print(units), config.model_dump(), input_print(models)),
-                [out_dir / "shards" / SCORE, out_dir / "dropped" / SCORE], restart=restart)
+    parts = {"inputs": input_print(units), "config": config.model_dump(), "models": input_print(models)}
+    start_stage(out_dir, SCORE, parts, [out_dir / "shards" / SCORE, out_dir / "dropped" / SCORE], restart=restart)
     return run_stage(SCORE, units, out_dir, functools.partial(_score_worker, config), progress=progress)
 
 

@@ -185,21 +185,27 @@ def differences(saved: dict[str, Any], parts: dict[str, Any]) -> str:
             added = [_input_name(i) for i in new if i not in old]
             where = "; ".join(filter(None, (f"was {', '.join(gone[:3])}" if gone else "",
                                             f"now {', '.join(added[:3])}" if added else "")))
-        said.append(f"{'other' if name == 'inputs' else 'another'} {name}" + (f" ({where})" if where else ""))
+        article = "other" if name.endswith("s") else "another"  # other inputs, another config
+        said.append(f"{article} {name}" + (f" ({where})" if where else ""))
     return " and ".join(said) or "another fingerprint"
 
 
 def _changed_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
     keys = []
     for key in sorted(set(old) | set(new)):
-        a, b = old.get(key), new.get(key)
-        if a == b:
-            continue
-        if isinstance(a, dict) and isinstance(b, dict):
-            keys.extend(_changed_keys(a, b, f"{prefix}{key}."))
-        else:
-            keys.append(f"{prefix}{key}")
+        keys.extend(_changed_paths(old.get(key), new.get(key), f"{prefix}{key}"))
     return keys
+
+
+def _changed_paths(a: Any, b: Any, path: str) -> list[str]:
+    """Dotted paths (with [i] for list items of equal-length lists) where a and b differ."""
+    if a == b:
+        return []
+    if isinstance(a, dict) and isinstance(b, dict):
+        return _changed_keys(a, b, f"{path}.")
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [p for i, (x, y) in enumerate(zip(a, b, strict=True)) for p in _changed_paths(x, y, f"{path}[{i}]")]
+    return [path]
 
 
 def _input_name(item: Any) -> str:

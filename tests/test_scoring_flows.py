@@ -124,6 +124,27 @@ def test_score_flow_resumes_without_rescoring(scored):
     assert [p.stat().st_mtime_ns for p in done] == stamps  # completed units are not redone
 
 
+def test_score_rerun_with_another_config_is_refused_unless_restart(scored, tmp_path):
+    """The one resume policy, from the CLI: a changed score config stops with one line naming what differs;
+    `--restart` rescores (max_chars 1000 -> 1001: the selections below see the same scores, near enough)."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from mixforge.cli import app
+
+    out, config, _ = scored
+    changed = config.model_copy(update={"fasttext": [config.fasttext[0].model_copy(update={"max_chars": 1001})]})
+    path = tmp_path / "score.yaml"
+    path.write_text(yaml.safe_dump({"score": changed.model_dump(mode="json")}))
+    runner = CliRunner()
+    refused = runner.invoke(app, ["score", "run", "--out", str(out), str(path), "--no-progress"])
+    assert refused.exit_code == 2 and "max_chars" in refused.output and "--restart" in refused.output, refused.output
+    assert "Traceback" not in refused.output
+    redone = runner.invoke(app, ["score", "run", "--out", str(out), str(path), "--no-progress", "--restart"])
+    assert redone.exit_code == 0, redone.output
+    assert load_manifest(out).config["score"]["fasttext"][0]["max_chars"] == 1001
+
+
 def test_select_top_fraction_keeps_the_best_tokens(scored):
     out = scored[0]
     totals = select(str(out), SelectConfig(column="dclm_score", fraction=0.3), progress=False)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from mixforge.options import Progress, RayAddress, RunDir, fail, load_section
+from mixforge.options import Progress, RayAddress, Restart, RunDir, fail, load_section
 
 score_app = typer.Typer(help="Train document scorers (PreSelect, DCLM-style fastText, DataMan students), annotate "
                              "documents with DataMan ratings, and score a run.", no_args_is_help=True)
@@ -42,11 +42,13 @@ def run(
     config: Path = typer.Argument(..., help="YAML with a `score:` section (or the section itself)."),
     ray_address: RayAddress = None,
     progress: Progress = True,
+    restart: Restart = False,
 ) -> None:
     """Score a run's documents with the configured fastText classifiers and student rater (stage `score`)."""
     from flows.score import ScoreConfig, score
 
-    result = score(str(out), _section(config, "score", ScoreConfig), ray_address=ray_address, progress=progress)
+    result = score(str(out), _section(config, "score", ScoreConfig), ray_address=ray_address, progress=progress,
+                   restart=restart)
     typer.echo(f"\n{result['documents']:,} documents scored: {', '.join(result['columns'])}")
     typer.echo(f"Look: mixforge sql {out} \"SELECT domain, avg(dataman_overall), count(*) FROM docs GROUP BY 1\"")
 
