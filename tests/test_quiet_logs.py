@@ -12,7 +12,7 @@ from pathlib import Path
 
 from reader_inputs import jsonl_records, write_jsonl
 
-NOISE = re.compile(r"WARNING|ERROR|Traceback|UNEXPECTED|^\[[^\]]* [EW] \d+ \d+\]|\| (INFO|WARNING) +\|", re.M)
+NOISE = re.compile(r"WARNING|ERROR|Traceback|UNEXPECTED|^\[[^\]]* [IEW] \d+ \d+\]|\| (INFO|WARNING) +\|", re.M)
 
 
 def test_a_healthy_ingest_prints_progress_and_summary_only(tmp_path: Path):
