@@ -6,12 +6,14 @@ language shares, written as Parquet files of 2,500 documents. Steps on both side
 Gopher quality, Gopher repetition, C4 and FineWeb quality filters (same parameters), exact dedup (same
 normalisation), MinHash dedup (datatrove's defaults) and token counting with quicktok o200k_base (datatrove
 has no offline tokenizer here; its step is a PipelineStep around the same encoder, batched like its
-TokensCounter). Both use every core: Ray actors here, `workers=cores` there.
+TokensCounter). Both use every core: Ray tasks here, `workers=cores` there.
 
-Prints docs/s per core for each operator and for the whole flow with the ratio ours/datatrove, peak memory
-(RSS of the process and all its children), and the flow's time at each size to show linear time and flat memory.
+Prints the fixed cost of a run first (the flow on 100 documents, after a warm-up run that starts Prefect's
+temporary server and Ray's workers), then docs/s per core for each operator and for the whole flow with the
+ratio ours/datatrove, peak memory (RSS of the process and all its children), and the flow's time at each size
+to show linear time and flat memory.
 
-    python benchmarks/curate.py            # quick (default): 10k documents, ~2.5 min on 2 cores (datatrove ~90 s)
+    python benchmarks/curate.py            # quick (default): 10k documents, ~3.5 min on 2 cores (datatrove ~2 min)
     python benchmarks/curate.py --sizes 10000 100000 --no-datatrove
     python benchmarks/curate.py --full     # 10k, 100k and 1M documents (ours; datatrove at 10k): ~35 min
 """
@@ -66,6 +68,7 @@ DOCS_PER_FILE = 2_500
 # Manual chapters run to thousands of paragraphs; web pages do not. These caps give documents of ~3 kB.
 MAX_PARAGRAPHS = 30
 MAX_PARAGRAPH_CHARS = 4_000
+FIXED_DOCS = 100  # a run this small is all fixed cost
 
 
 def sample_paragraphs() -> tuple[dict[str, list[str]], list[int], dict[str, float]]:
@@ -313,6 +316,13 @@ def main() -> None:
     print(f"Ray with {int(ray.cluster_resources()['CPU'])} CPUs; documents recombined from {SAMPLE}\n")
     with tempfile.TemporaryDirectory(prefix="mixforge-bench-curate-") as tmp:
         work = Path(tmp)
+        make_corpus(FIXED_DOCS, work / "input-fixed")
+        first = run_ours(work / "input-fixed", work / "first", args.cores)[0]
+        fixed = run_ours(work / "input-fixed", work / "fixed", args.cores)[0]
+        print(f"Fixed cost: the flow on {FIXED_DOCS} documents takes {fixed:.1f} s (Prefect tasks, Ray tasks, "
+              f"every stage's start-up and its dedup driver); the first run in this process took {first:.1f} s "
+              "(with Prefect's temporary server start, once per process, and the Ray workers' first imports and "
+              "model loads), not counted below.\n")
         timings = []
         for i, size in enumerate(sizes):
             files = make_corpus(size, work / f"input-{size}")
