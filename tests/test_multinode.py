@@ -201,8 +201,8 @@ def name_of(process: psutil.Process) -> str:
 def test_two_node_run_with_killed_workers_equals_the_embedded_run(cluster, config_file, reference, run_env,
                                                                   tmp_path):
     """`mixforge run --ray-address` on the 2-node cluster; once the filter stage has completed some units but
-    not all, SIGKILL every Ray worker running units (one per node). Ray Data restarts the actors and retries
-    the units they were running; both nodes run units, and the run ends equal to the reference."""
+    not all, SIGKILL every Ray worker running units (one per node). Ray retries the units' tasks they were
+    running on new workers; both nodes run units, and the run ends equal to the reference."""
     out = tmp_path / "two-node"
     log = tmp_path / "two-node.log"
     busy_nodes: set[int] = set()
@@ -211,7 +211,7 @@ def test_two_node_run_with_killed_workers_equals_the_embedded_run(cluster, confi
         deadline = time.monotonic() + 300
         while process.poll() is None:
             assert time.monotonic() < deadline, "the run did not finish in 300 s"
-            workers = cluster.worker_processes("_UnitRunner")
+            workers = cluster.worker_processes("_run_unit")
             busy_nodes.update(workers)
             filter_units_done = filter_units_done or len(list((out / "_progress" / "filter").glob("[0-9]*.json")))
             if filter_units_done and not killed:
