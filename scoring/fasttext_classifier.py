@@ -34,9 +34,9 @@ SMALL_TRAINING_SET = 5_000
 # A training set given as a query rather than files starts with one of these (DuckDB accepts FROM-first).
 SQL_KEYWORDS = ("SELECT", "WITH", "FROM")
 
-# fastText can stop with "Encountered NaN" (tiny vocabularies, or repeated training in one process);
-# each retry halves the learning rate and trains on one thread.
-NAN_RETRIES = 3
+# fastText can stop with "Encountered NaN" (tiny vocabularies, small buckets on few threads); each retry draws
+# another initial matrix (a new seed), and from the second on also halves the learning rate.
+NAN_RETRIES = 5
 
 
 class TrainingError(ValueError):
@@ -108,13 +108,18 @@ def train_supervised(examples: Sequence[tuple[str, str]], settings: dict):
                 model = fasttext.train_supervised(
                     input=str(path), lr=lr, dim=settings["dim"], epoch=settings["epoch"],
                     wordNgrams=settings["word_ngrams"], minCount=settings["min_count"], bucket=settings["bucket"],
-                    thread=threads, seed=settings["seed"], verbose=0)
+                    thread=threads, seed=settings["seed"] + attempt, verbose=0)
                 return model, lr
             except RuntimeError as error:
                 if "NaN" not in str(error) or attempt == NAN_RETRIES:
                     raise TrainingError(f"fastText training failed: {error}") from error
-                lr, threads = lr / 2, 1
-                warnings.warn(f"fastText diverged (NaN); retrying with lr {lr:g} on one thread", stacklevel=3)
+                # measured on the demo's students: the NaN comes with the initial matrix (one thread, small
+                # bucket: 6 of 8 seeds at any lr; 2M buckets: none), not the lr; a new seed draws another one,
+                # and after two such tries a lower lr covers a real divergence
+                if attempt >= 1:
+                    lr /= 2
+                warnings.warn(f"fastText diverged (NaN); retrying with seed {settings['seed'] + attempt + 1} and "
+                              f"lr {lr:g}", stacklevel=3)
 
 
 def save_model(model, path: str | Path) -> Path:
