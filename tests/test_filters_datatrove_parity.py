@@ -4,15 +4,13 @@ for the same reasons, and C4 leaves the same text: compared document by document
 datatrove takes 4-150 ms per document here (spaCy on every document, every C4 line), so the comparison
 uses a deterministic subset covering every origin: per origin the documents with the lowest ids up to
 500k characters (3,403 documents, 3.3 M characters: all 3,000 fortunes and all 62 htmldate pages, 33-82
-of each other origin), with datatrove in two processes. `benchmarks/filters.py --full` compares on the
+of each other origin), with datatrove in this process. `benchmarks/filters.py --full` compares on the
 whole corpus.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 
 import pyarrow as pa
 import pytest
@@ -39,14 +37,6 @@ def _run(operator, documents: pa.Table) -> pa.Table:
                             for start in range(0, documents.num_rows, BATCH_ROWS))
 
 
-def _datatrove(texts: list[str], workers: int = 2) -> dict[str, list]:
-    """datatrove_decisions over slices of the texts, in `workers` processes, in order."""
-    slices = [texts[i:i + 25] for i in range(0, len(texts), 25)]
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-        parts = list(pool.map(datatrove_decisions, slices))
-    return {key: [value for part in parts for value in part[key]] for key in parts[0]}
-
-
 @pytest.fixture(scope="module")
 def documents(sample_corpus) -> pa.Table:
     return per_origin(sample_documents(sample_corpus), PER_ORIGIN, CHARS_PER_ORIGIN).combine_chunks()
@@ -54,7 +44,9 @@ def documents(sample_corpus) -> pa.Table:
 
 @pytest.fixture(scope="module")
 def reference(documents) -> dict[str, list]:
-    return _datatrove(documents.column("text").to_pylist())
+    """datatrove's decisions, computed in this process: a spawned pool's workers were killed mid-suite
+    (BrokenProcessPool after the browser and Ray tests), and one process costs only seconds more here."""
+    return datatrove_decisions(documents.column("text").to_pylist())
 
 
 @pytest.mark.parametrize("name", list(DATATROVE_FILTERS))
