@@ -66,15 +66,17 @@ def read_stage(units: list[str], out: str, reader_options: dict, progress: bool)
     records = run_stage(STAGE, units, out, lambda: ReadWorker(reader_options), progress=progress)
     if len(records) < len(units) or not records:
         return records
-    files = stage_files(out, "shards", STAGE) + stage_files(out, "dropped", STAGE)
     ledger = Path(out) / "_progress" / STAGE / "repeated_ids.json"  # not a unit record: no digits
-    replaced = (json.loads(ledger.read_text())["replaced"] if ledger.exists() else 0)
-    replaced += make_ids_unique(files, reader_options.get("id_key") or "id")
-    write_json_atomic({"replaced": replaced}, ledger)
+    if ledger.exists():  # the pass ran once every unit was done; a restart removes the ledger with them
+        replaced = json.loads(ledger.read_text())["replaced"]
+    else:
+        files = stage_files(out, "shards", STAGE) + stage_files(out, "dropped", STAGE)
+        replaced = make_ids_unique(files, reader_options.get("id_key") or "id")
+        write_json_atomic({"replaced": replaced}, ledger)
     if replaced:
         first = copy.deepcopy(records[0])
-        next(iter(first["operators"].values()))["duplicate_ids"] = (
-            next(iter(first["operators"].values())).get("duplicate_ids", 0) + replaced)
+        reader_stats = next(iter(first["operators"].values()))
+        reader_stats["duplicate_ids"] = reader_stats.get("duplicate_ids", 0) + replaced
         records = [first, *records[1:]]
     return records
 
