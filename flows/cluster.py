@@ -33,7 +33,7 @@ from clustering.climb import MERGE_DISTANCE, MERGE_UNITS, ClimbClustering, Merge
 from clustering.projection import project, projection_table, write_plot
 from clustering.stages import AssignWorker, EmbedWorker, LabelWorker, assignment_path, embedding_path
 from clustering.table import ClusterCorpus, centroid_table, cluster_table
-from flows.engine import code_version, fingerprint, init_ray, record_stage, run_stage, start_stage
+from flows.engine import cluster_gpus, code_version, fingerprint, init_ray, record_stage, run_stage, start_stage
 from operators.embed import EMBEDDING_COLUMN, Backend, VectorType, build_static_model, vectors
 from storage.manifest import Manifest, describe, load_manifest, package_versions, save_manifest
 from storage.shards import shard_digest, stage_files, write_table_atomic
@@ -126,12 +126,10 @@ def read_sample(files: list[Path], n: int, seed: int) -> tuple[list[str], np.nda
 
 @task(name="embed", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def embed_stage(units: list[str], out_dir: Path, config: EmbedConfig, progress: bool) -> list[dict]:
-    import ray
-
     if config.backend == "model2vec" and not config.model:
         build_static_model()  # once here, not in every actor at once
     resources: dict = {"num_cpus": 1.0}
-    gpus = int(ray.cluster_resources().get("GPU", 0))
+    gpus = cluster_gpus()
     if config.backend == "sentence-transformers" and config.device != "cpu" and gpus:
         resources = {"num_cpus": 1.0, "num_gpus": 1.0, "max_parallel": gpus}
     worker = partial(EmbedWorker, **config.model_dump())

@@ -191,6 +191,10 @@ class RunConfig(Section):
     filters: Filters = Field(default_factory=Filters)
     dedup: Dedup = Field(default_factory=Dedup)
     tokenize: TokenizeSection = Field(default_factory=TokenizeSection)
+    keep_stage_copies: bool = Field(False, description="also write every stage's kept documents to "
+                                    "shards/<stage> (read, exact and MinHash dedup); off, the stages run fused "
+                                    "and only the filter stage's and the final ones are written, the others' "
+                                    "stage_<name> views being made from them and the drops")
 
 
 class ConfigError(ValueError):

@@ -1,20 +1,28 @@
 """The `curate` flow: read -> language ID + heuristic filters -> exact dedup -> MinHash dedup -> tokenize.
 
-Each stage is a Prefect task (with retries) that runs one Ray task per unit through flows.engine; every unit of a stage
-(a part of an input file, then an upstream shard) writes its shards atomically and then its completion
-record, and the dedup drivers keep their own unit logs. So rerunning a killed run with the same config and
-`out` skips what completed and ends with output identical to an uninterrupted run; Prefect's result cache
-plays no part (NO_CACHE). Each stage's fingerprint (flows.engine: upstream stage's, its config sections,
-its operators' code) is checked before it runs: a rerun with another config or other inputs stops with
-RunMismatch naming what differs, unless `restart`. Exact dedup writes its own stage so that MinHash compares
-only documents that survived it (a cluster's kept document is then always live).
+The stages run as two passes over the data, with dedup's global steps between them (flows.engine's fused
+passes, StagedChain): the first reads each unit (a part of an input file) and runs language ID and the
+filters on its documents as they are read, writing only the filter stage's survivors; exact dedup and then
+MinHash dedup find their duplicates on those shards (MinHash among exact dedup's survivors, so a cluster's
+kept document is always live); the last pass marks both and counts tokens, writing the final shards. Every
+stage's drops go to its own `dropped/<stage>` and its counts to its own manifest entry, as if it had run
+alone; `keep_stage_copies` also writes each stage's survivors (`stage_<name>` views are made from the
+written stages and the drops otherwise, storage.catalog).
+
+Each pass is a Prefect task (with retries) that runs one Ray task per unit through flows.engine; every unit
+writes its shards atomically and then its completion record, and the dedup drivers keep their own unit logs.
+So rerunning a killed run with the same config and `out` skips what completed and ends with output
+identical to an uninterrupted run; Prefect's result cache plays no part (NO_CACHE). Each stage's
+fingerprint (flows.engine: upstream stage's, its config sections, its operators' code) is checked before
+it runs: a rerun with another config or other inputs stops with RunMismatch naming what differs, unless
+`restart`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections import Counter
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,10 +34,20 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
 from flows.config import RunConfig, load_config
-from flows.engine import code_version, fan_out, fingerprint, init_ray, record_stage, run_stage, start_stage
+from flows.engine import (
+    StagedChain,
+    code_version,
+    fan_out,
+    fingerprint,
+    init_ray,
+    record_stage,
+    run_stage,
+    split_records,
+    start_stage,
+)
 from flows.ingest import STAGE as READ
-from flows.ingest import describe_inputs, plan_read, read_stage
-from operators.base import Operator, OperatorChain, StageStats
+from flows.ingest import ReadWorker, describe_inputs, plan_read, unique_ids_once
+from operators.base import Operator, StageStats
 from operators.dup_clusters import DedupResult
 from operators.exact_dedup import exact_dedup
 from operators.minhash_dedup import minhash_dedup
@@ -49,23 +67,6 @@ RECOUNT = "tokenize_edited"  # the filter stage's last step: token counts of the
 TOKEN_SHARDS = "tokens"  # <out>/tokens/part-RRRRR.{tokens.u32,offsets.i64,ids.parquet,json}: storage/token_shards.py
 
 
-class ChainWorker:
-    """One upstream shard through an operator chain: kept rows to the stage's shards, drops to `dropped/`."""
-
-    def __init__(self, operators_for: Callable[[int], list[Operator]]):
-        self.operators_for = operators_for
-
-    def __call__(self, rank: int, path: str, writer: ShardWriter) -> dict[str, StageStats]:
-        operators = self.operators_for(rank)
-        for operator in operators:  # operators built once per process serve many units; count each unit apart
-            operator.stats = StageStats()
-        chain = OperatorChain(operators)
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS):
-            kept, dropped = chain(pa.Table.from_batches([batch]))
-            writer.write(kept, dropped)
-        return chain.stats()
-
-
 def filter_operators(config: RunConfig) -> list[Operator]:
     """Language ID, then the enabled filters in the config's order; with token counting, a counter first (so
     every drop is counted in tokens) and one last, since filters may edit what they keep (C4 removes lines)."""
@@ -80,62 +81,72 @@ def filter_operators(config: RunConfig) -> list[Operator]:
     return operators
 
 
-def filter_worker(config: RunConfig) -> ChainWorker:
-    operators = filter_operators(config)  # runs inside the Ray worker: models load once per process
-    return ChainWorker(lambda rank: operators)
+def read_filter_worker(config: RunConfig, reader_options: dict) -> ReadWorker:
+    """The first pass: read a unit and run the filter stage's operators on its documents as they are read
+    (built inside the Ray worker: models load once per process)."""
+    then = StagedChain([(FILTER, filter_operators(config))], copies=config.keep_stage_copies)
+    return ReadWorker(reader_options, then if filter_operators_configured(config) else None)
 
 
-def mark_worker(result: DedupResult) -> ChainWorker:
-    return ChainWorker(lambda rank: [result.marker(rank)])
+class FinalWorker:
+    """The last pass over one filter shard: the dedup marks found for it (exact, then MinHash) and token
+    counting, each stage's drops to its own folder, the survivors to `shards/tokenize`; with a token folder,
+    also the unit's token shard `part-RRRRR`."""
 
-
-class TokenizeWorker(ChainWorker):
-    """Counts every document's tokens and, with a token folder, writes the unit's token shard `part-RRRRR`."""
-
-    def __init__(self, encoding: str, token_dir: str | None):
+    def __init__(self, dedups: list[DedupResult], encoding: str, token_dir: str | None, copies: bool):
+        self.dedups = dedups
         self.tokenizer = Tokenize(encoding=encoding, threads=1)  # one CPU per task, as Ray accounts it
-        super().__init__(lambda rank: [self.tokenizer])
         self.token_dir = token_dir
+        self.copies = copies
 
     def __call__(self, rank: int, path: str, writer: ShardWriter) -> dict[str, StageStats]:
-        if self.token_dir is None:
-            return super().__call__(rank, path, writer)
-        # the writer clears what a killed attempt at this unit left; a failed one leaves nothing
-        with self.tokenizer.shard_writer(Path(self.token_dir) / f"part-{rank:05d}") as sink:
-            self.tokenizer.sink = sink
-            try:
-                stats = super().__call__(rank, path, writer)
-            finally:
-                self.tokenizer.sink = None
-            sink.close()
-        return stats
+        stages = [(dedup.name, [dedup.marker(rank)]) for dedup in self.dedups]
+        chain = StagedChain([*stages, (TOKENIZE, [self.tokenizer])], copies=self.copies)
+        chain.reset()
+        with contextlib.ExitStack() as stack:
+            if self.token_dir is not None:
+                # the writer clears what a killed attempt at this unit left; a failed one leaves nothing
+                sink = stack.enter_context(self.tokenizer.shard_writer(Path(self.token_dir) / f"part-{rank:05d}"))
+                self.tokenizer.sink = sink
+                stack.callback(setattr, self.tokenizer, "sink", None)
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS):
+                chain.write(pa.Table.from_batches([batch]), writer)
+            if self.token_dir is not None:
+                sink.close()
+        return chain.stats()
 
 
-def tokenize_worker(config: RunConfig, out: str) -> TokenizeWorker:
-    token_dir = str(Path(out) / TOKEN_SHARDS) if config.tokenize.write_token_shards else None
-    return TokenizeWorker(config.tokenize.encoding, token_dir)
-
-
-@task(name="filter", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
-def filter_stage(units: list[str], out: str, config: RunConfig, progress: bool) -> list[dict]:
-    return run_stage(FILTER, units, out, functools.partial(filter_worker, config), progress=progress)
+@task(name="read-and-filter", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def read_filter_pass(units: list[str], out: str, config: RunConfig, reader_options: dict,
+                     progress: bool) -> list[dict]:
+    """Read and filter in one pass per unit; once all are done, ids unique across units (flows.ingest)."""
+    fused = filter_operators_configured(config)
+    stage = FILTER if fused else READ
+    records = run_stage(stage, units, out, functools.partial(read_filter_worker, config, reader_options),
+                        also=(READ,) if fused else (), progress=progress)
+    once = [("dropped", READ), ("shards", FILTER), ("dropped", FILTER)] if fused else [("shards", READ),
+                                                                                        ("dropped", READ)]
+    copies = [[("shards", READ), ("dropped", READ)]] if fused and config.keep_stage_copies else []
+    return unique_ids_once(out, stage, records, len(units), [*copies, once], reader_options)
 
 
 @task(name="exact-dedup", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
-def exact_dedup_stage(units: list[str], out: str, progress: bool) -> list[dict]:
-    result = exact_dedup(units, Path(out) / "_dedup", tasks=fan_out)
-    return run_stage(EXACT, units, out, functools.partial(mark_worker, result), progress=progress)
+def exact_dedup_stage(units: list[str], out: str) -> DedupResult:
+    return exact_dedup(units, Path(out) / "_dedup", tasks=fan_out)
 
 
 @task(name="minhash-dedup", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
-def minhash_dedup_stage(units: list[str], out: str, config: RunConfig, progress: bool) -> list[dict]:
-    result = minhash_dedup(units, Path(out) / "_dedup", config.dedup.minhash.build(), tasks=fan_out)
-    return run_stage(MINHASH, units, out, functools.partial(mark_worker, result), progress=progress)
+def minhash_dedup_stage(units: list[str], out: str, config: RunConfig, after: DedupResult | None) -> DedupResult:
+    """Near duplicates among the documents exact dedup keeps (`after`), found on the same shards."""
+    return minhash_dedup(units, Path(out) / "_dedup", config.dedup.minhash.build(), after=after, tasks=fan_out)
 
 
-@task(name="tokenize", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
-def tokenize_stage(units: list[str], out: str, config: RunConfig, progress: bool) -> list[dict]:
-    return run_stage(TOKENIZE, units, out, functools.partial(tokenize_worker, config, out), progress=progress)
+@task(name="dedup-and-tokenize", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def final_pass(units: list[str], out: str, config: RunConfig, dedups: list[DedupResult], progress: bool) -> list[dict]:
+    token_dir = str(Path(out) / TOKEN_SHARDS) if config.tokenize.write_token_shards else None
+    worker = functools.partial(FinalWorker, dedups, config.tokenize.encoding, token_dir, config.keep_stage_copies)
+    return run_stage(TOKENIZE, units, out, worker, also=tuple(d.name for d in dedups),
+                     progress=progress)
 
 
 @flow(name="curate", log_prints=True)
@@ -159,30 +170,42 @@ def curate(config: RunConfig | str, out: str, ray_address: str | None = None, pr
     section = run_config.inputs
     options = {"text_key": section.text_key, "id_key": section.id_key, "max_doc_bytes": section.max_doc_bytes}
     units, parts = plan_read(out_dir, files, inputs, options, section.unit_bytes, restart)
-    units = finish_stage(manifest, out_dir, READ, units, read_stage(units, str(out_dir), options, progress))
 
     def check(stage: str, code: tuple[str, ...], outputs: tuple[Path, ...] = (), **config: object) -> None:
         """A stage's fingerprint is the upstream stage's (so any change upstream redoes it), its config and
         its operators' code; checked before the stage runs."""
         nonlocal parts
         parts = {"upstream": fingerprint(parts), "config": config, "code": code_version(*code),
-                 "units": [str(Path(unit).relative_to(out_dir)) for unit in units]}
+                 "units": [str(Path(unit).relative_to(out_dir)) if Path(unit).is_relative_to(out_dir) else unit
+                           for unit in units]}
         start_stage(out_dir, stage, parts, list(outputs), restart)
 
     dump = functools.partial(BaseModel.model_dump, mode="json")
-    if filter_operators_configured(run_config):
+    fused = filter_operators_configured(run_config)
+    if fused:
         check(FILTER, FILTER_CODE, langid=dump(run_config.langid), filters=dump(run_config.filters),
-              tokenize=dump(run_config.tokenize))
-        units = finish_stage(manifest, out_dir, FILTER, units, filter_stage(units, str(out_dir), run_config, progress))
+              tokenize=dump(run_config.tokenize), copies=run_config.keep_stage_copies)
+    records = read_filter_pass(units, str(out_dir), run_config, options, progress)
+    record_stage(manifest, READ, units, split_records(records, lambda names: names[:1]))  # the reader
+    if fused:
+        record_stage(manifest, FILTER, units, split_records(records, lambda names: names[1:]))
+    units = finish_stage(manifest, out_dir, FILTER if fused else READ, units)
+
+    dedups: list[DedupResult] = []
     if run_config.dedup.exact.enabled:
         check(EXACT, DEDUP_CODE, (out_dir / "_dedup" / "exact",))
-        units = finish_stage(manifest, out_dir, EXACT, units, exact_dedup_stage(units, str(out_dir), progress))
+        dedups.append(exact_dedup_stage(units, str(out_dir)))
     if run_config.dedup.minhash.enabled:
         check(MINHASH, DEDUP_CODE, (out_dir / "_dedup" / "minhash",), minhash=dump(run_config.dedup.minhash))
-        records = minhash_dedup_stage(units, str(out_dir), run_config, progress)
-        units = finish_stage(manifest, out_dir, MINHASH, units, records)
-    check(TOKENIZE, TOKENIZE_CODE, (out_dir / TOKEN_SHARDS,), tokenize=dump(run_config.tokenize))
-    finish_stage(manifest, out_dir, TOKENIZE, units, tokenize_stage(units, str(out_dir), run_config, progress))
+        dedups.append(minhash_dedup_stage(units, str(out_dir), run_config, dedups[0] if dedups else None))
+    check(TOKENIZE, TOKENIZE_CODE, (out_dir / TOKEN_SHARDS,), tokenize=dump(run_config.tokenize),
+          copies=run_config.keep_stage_copies)
+    records = final_pass(units, str(out_dir), run_config, dedups, progress)
+    for dedup in dedups:
+        record_stage(manifest, dedup.name, units,
+                     split_records(records, lambda names, name=dedup.name: [name]))
+    record_stage(manifest, TOKENIZE, units, split_records(records, lambda names: [Tokenize.name]))
+    finish_stage(manifest, out_dir, TOKENIZE, units)
 
     manifest.final_stage = TOKENIZE
     save_manifest(manifest, out_dir)
@@ -219,9 +242,8 @@ def open_run(out_dir: Path, config: RunConfig, inputs: list[dict]) -> Manifest:
     return manifest
 
 
-def finish_stage(manifest: Manifest, out_dir: Path, stage: str, units: list[str], records: list[dict]) -> list[str]:
-    """Fold the stage into the manifest; return its shards, the next stage's units."""
-    record_stage(manifest, stage, units, records)
+def finish_stage(manifest: Manifest, out_dir: Path, stage: str, units: list[str]) -> list[str]:
+    """Save the manifest with the pass's stages folded in; return the pass's shards, the next pass's units."""
     counts = manifest.stages[stage].counts
     counter = manifest.stages[stage].operators.get(Tokenize.name)
     if counter and not counts["tokens_in"]:

@@ -27,9 +27,10 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+import pyarrow as pa
 from tqdm.auto import tqdm
 
-from operators.base import StageStats
+from operators.base import Operator, OperatorChain, StageStats
 from operators.reader import TransientInputError
 from storage.manifest import Manifest, now
 from storage.shards import (
@@ -42,8 +43,8 @@ from storage.shards import (
     mark_unit_done,
 )
 
-__all__ = ["RunMismatch", "UnitsFailed", "code_version", "fan_out", "fingerprint", "init_ray", "record_stage",
-           "run_stage", "start_stage"]
+__all__ = ["RunMismatch", "UnitsFailed", "cluster_gpus", "code_version", "fan_out", "fingerprint", "in_process",
+           "init_ray", "record_stage", "run_stage", "start_stage"]
 
 
 class UnitWorker(Protocol):
@@ -63,7 +64,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     """
     import ray
 
-    if ray.is_initialized():
+    if ray.is_initialized() or in_process():
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     verbose = bool(os.environ.get("MIXFORGE_VERBOSE"))
@@ -117,6 +118,47 @@ class UnitsFailed(RuntimeError):
         self.failed = failed
 
 
+class StagedChain:
+    """Consecutive stages' operators run on each batch in one pass (a fused pass): a stage's survivors go on to
+    the next stage, its drops to that stage's own `dropped/<stage>` (so `dropped` and the funnel read as if
+    each stage had run alone), and only the last stage's survivors are written, unless `copies` (every
+    stage's survivors under `shards/<stage>`, as a stage-by-stage run writes them)."""
+
+    def __init__(self, stages: Sequence[tuple[str, Sequence[Operator]]], copies: bool = False) -> None:
+        self.stages = [(stage, OperatorChain(list(operators))) for stage, operators in stages]
+        self.copies = copies
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(stage for stage, _ in self.stages)
+
+    def reset(self) -> None:
+        """Count the next unit apart (operators built once per process serve many units)."""
+        for _, chain in self.stages:
+            for operator in chain.operators:
+                operator.stats = StageStats()
+
+    def write(self, batch: pa.Table, writer: ShardWriter) -> None:
+        last = len(self.stages) - 1
+        for i, (stage, chain) in enumerate(self.stages):
+            batch, dropped = chain(batch)
+            writer.for_stage(stage).write(batch if i == last or self.copies else None, dropped)
+
+    def stats(self) -> dict[str, StageStats]:
+        return {name: stats for _, chain in self.stages for name, stats in chain.stats().items()}
+
+
+def split_records(records: list[dict], operators: Callable[[list[str]], list[str]]) -> list[dict]:
+    """The records of one stage of a fused pass: each unit's record with only the operators `operators` picks
+    (from the unit's operator names, in order), and as its seconds those operators' seconds."""
+    split = []
+    for record in records:
+        names = operators(list(record["operators"]))
+        ops = {name: record["operators"][name] for name in names}
+        split.append({**record, "operators": ops, "seconds": round(sum(s["seconds"] for s in ops.values()), 4)})
+    return split
+
+
 _WORKER: tuple[str, UnitWorker] | None = None  # this process's worker: (its key, the worker)
 
 
@@ -131,17 +173,20 @@ def _cached_worker(key: str, make_worker: Callable[[], UnitWorker]) -> UnitWorke
     return _WORKER[1]
 
 
-def _run_unit(stage: str, out_dir: str, key: str, make_worker: Callable[[], UnitWorker], keep_dropped_text: bool,
-              rank: int, path: str) -> dict:
-    """One unit as a Ray task: its shards, then its completion record (or a `failed` record, writing nothing)."""
+def _run_unit(stages: tuple[str, ...], out_dir: str, key: str, make_worker: Callable[[], UnitWorker],
+              keep_dropped_text: bool, rank: int, path: str) -> dict:
+    """One unit as a Ray task: its shards, then its completion record (or a `failed` record, writing nothing).
+    `stages`: the stage whose record this is, last, after the other stages a fused pass writes too."""
     worker = _cached_worker(key, make_worker)
     start = time.perf_counter()
-    discard_partial_unit(out_dir, stage, rank)
-    writer = ShardWriter(out_dir, stage, rank, keep_dropped_text=keep_dropped_text)
+    for stage in stages:
+        discard_partial_unit(out_dir, stage, rank)
+    writer = ShardWriter(out_dir, stages[-1], rank, keep_dropped_text=keep_dropped_text)
     try:
         stats = worker(rank, path, writer)
     except TransientInputError as error:  # the environment's fault: leave the unit pending
-        discard_partial_unit(out_dir, stage, rank)
+        for stage in stages:
+            discard_partial_unit(out_dir, stage, rank)
         return {"rank": rank, "input": path, "failed": str(error)}
     record = {
         "rank": rank,
@@ -152,22 +197,25 @@ def _run_unit(stage: str, out_dir: str, key: str, make_worker: Callable[[], Unit
         "seconds": round(time.perf_counter() - start, 4),
         "finished": now(),
     }
-    mark_unit_done(out_dir, stage, rank, record)
+    mark_unit_done(out_dir, stages[-1], rank, record)
     return record
 
 
 def run_stage(stage: str, units: list[str], out_dir: str | Path, make_worker: Callable[[], UnitWorker], *,
-              num_cpus: float = 1.0, num_gpus: float = 0.0, max_parallel: int | None = None,
+              also: Sequence[str] = (), num_cpus: float = 1.0, num_gpus: float = 0.0, max_parallel: int | None = None,
               keep_dropped_text: bool = True, progress: bool = True) -> list[dict]:
     """Run `make_worker()` over every unit not yet completed, one Ray task per unit (at most `max_parallel` at
     once, else as many as the cluster's resources allow); return all units' completion records. (Which
     completed units may be kept is start_stage's decision, made before.)
 
+    `also`: earlier stages the worker runs in the same pass (a fused pass: `writer.for_stage(name)` writes
+    their drops, or copies); a unit's files in their folders go with it when it is retried, and its record,
+    under `stage`, says the whole pass is done.
+
     Tasks, not a Ray Data actor pool: the units are names of files, not blocks of documents, so there is
     nothing to stream; tasks reuse Ray's warm worker processes (imports paid once per run, not per stage)
     and each process builds the stage's worker once (`_cached_worker`).
     """
-    import ray
     from ray import cloudpickle
 
     out_dir = str(Path(out_dir).resolve())
@@ -176,8 +224,9 @@ def run_stage(stage: str, units: list[str], out_dir: str | Path, make_worker: Ca
     if pending:
         init_ray()
         key = hashlib.sha256(cloudpickle.dumps((stage, make_worker))).hexdigest()
-        worker_ref = ray.put(make_worker)
-        calls = [(stage, out_dir, key, worker_ref, keep_dropped_text, rank, str(path)) for rank, path in pending]
+        worker_ref = make_worker if in_process() else _put(make_worker)
+        calls = [((*also, stage), out_dir, key, worker_ref, keep_dropped_text, rank, str(path))
+                 for rank, path in pending]
         bar = tqdm(total=len(units), initial=len(done), desc=stage, unit="unit", disable=not progress)
         failed = {}
         for _, record in fan_out(_run_unit, calls, num_cpus=num_cpus, num_gpus=num_gpus, limit=max_parallel):
@@ -190,6 +239,28 @@ def run_stage(stage: str, units: list[str], out_dir: str | Path, make_worker: Ca
         if failed:
             raise UnitsFailed(stage, failed, len(done), len(units))
     return [done[rank] for rank in sorted(done)]
+
+
+def in_process() -> bool:
+    """MIXFORGE_IN_PROCESS=1: every task runs here, in order, without Ray (a debugger sees the workers; the
+    engine benchmark measures Ray's own overhead against it). Same outputs, one core."""
+    return os.environ.get("MIXFORGE_IN_PROCESS", "") not in ("", "0")
+
+
+def cluster_gpus() -> int:
+    """GPUs of the cluster the engine runs on (none in process)."""
+    if in_process():
+        return 0
+    import ray
+
+    init_ray()
+    return int(ray.cluster_resources().get("GPU", 0))
+
+
+def _put(value: object) -> object:
+    import ray
+
+    return ray.put(value)
 
 
 def fingerprint(*parts: object) -> str:
@@ -209,10 +280,14 @@ def fan_out(fn: Callable[..., Any], calls: Sequence[tuple], num_cpus: float = 1.
     """Run fn(*call) for every call as a Ray task (retried on worker failure), at most `limit` at once;
     yield (call index, result) as each finishes. The one helper for task fan-out: joins the session's Ray
     through init_ray."""
-    import ray
-
     if not calls:
         return
+    if in_process():
+        for i, call in enumerate(calls):
+            yield i, fn(*call)
+        return
+    import ray
+
     init_ray()
     remote = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=2)(fn)
     queue = iter(enumerate(calls))

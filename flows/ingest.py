@@ -16,7 +16,7 @@ from pathlib import Path
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 
-from flows.engine import code_version, init_ray, record_stage, run_stage, start_stage
+from flows.engine import StagedChain, code_version, init_ray, record_stage, run_stage, start_stage
 from operators.base import StageStats, split_dropped
 from operators.reader import expand_inputs, plan_units, reader_for, split_unit
 from storage.manifest import Manifest, describe, describe_input, load_manifest, package_versions, save_manifest
@@ -31,17 +31,25 @@ READ_CODE = ("operators.base", "operators.reader", "operators.read_jsonl", "oper
 
 class ReadWorker:
     """Reads one unit (an input file or a part of one) into the unit's shards: good documents, drops
-    (empty text) and quarantine."""
+    (empty text) and quarantine; or, with `then` (the curate flow's fused pass), hands the documents on to
+    the next stages' operators, and writes only the read stage's drops and quarantine (its documents too
+    with `then.copies`)."""
 
-    def __init__(self, reader_options: dict | None = None):
+    def __init__(self, reader_options: dict | None = None, then: StagedChain | None = None):
         self.reader_options = reader_options or {}
+        self.then = then
 
     def __call__(self, rank: int, path: str, writer: ShardWriter) -> dict[str, StageStats]:
         reader = reader_for(split_unit(path)[0], **self.reader_options)
+        if self.then:
+            self.then.reset()
+        own = writer.for_stage(STAGE)
         for batch in reader(path):
             kept, dropped = split_dropped(batch.documents)
-            writer.write(kept, dropped, batch.quarantine)
-        return {reader.name: reader.stats}
+            own.write(kept if self.then is None or self.then.copies else None, dropped, batch.quarantine)
+            if self.then:
+                self.then.write(kept, writer)
+        return {reader.name: reader.stats, **(self.then.stats() if self.then else {})}
 
 
 @task(name="describe-inputs")
@@ -64,14 +72,24 @@ def read_stage(units: list[str], out: str, reader_options: dict, progress: bool)
     """The units' completion records; once every unit is done, ids are made unique across units too
     (storage.unique_ids) and the repeats replaced count in the reader's `duplicate_ids`."""
     records = run_stage(STAGE, units, out, lambda: ReadWorker(reader_options), progress=progress)
-    if len(records) < len(units) or not records:
+    return unique_ids_once(out, STAGE, records, len(units), [[("shards", STAGE), ("dropped", STAGE)]], reader_options)
+
+
+def unique_ids_once(out: str, stage: str, records: list[dict], n_units: int,
+                    file_sets: list[list[tuple[str, str]]], reader_options: dict) -> list[dict]:
+    """Once every unit of the pass that read the inputs (`stage`'s records) is done, make ids unique across
+    units (storage.unique_ids) in each set of (kind, stage) folders that holds every document once (the read
+    stage's shards and drops; a fused pass's read drops and filter shards and drops; a set per stage copy)
+    and count the repeats replaced in the reader's `duplicate_ids`. A ledger makes the pass run once."""
+    if len(records) < n_units or not records:
         return records
-    ledger = Path(out) / "_progress" / STAGE / "repeated_ids.json"  # not a unit record: no digits
+    ledger = Path(out) / "_progress" / stage / "repeated_ids.json"  # not a unit record: no digits
     if ledger.exists():  # the pass ran once every unit was done; a restart removes the ledger with them
         replaced = json.loads(ledger.read_text())["replaced"]
     else:
-        files = stage_files(out, "shards", STAGE) + stage_files(out, "dropped", STAGE)
-        replaced = make_ids_unique(files, reader_options.get("id_key") or "id")
+        for folders in file_sets:  # every set decides the same replacements: repeats lie in different units
+            files = [f for kind, name in folders for f in stage_files(out, kind, name)]
+            replaced = make_ids_unique(files, reader_options.get("id_key") or "id")
         write_json_atomic({"replaced": replaced}, ledger)
     if replaced:
         first = copy.deepcopy(records[0])

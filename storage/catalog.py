@@ -2,7 +2,9 @@
 
 Views (whichever exist): `docs` (the final stage's kept documents), `dropped` (every dropped
 document, with its stage and drop_reason), `quarantine` (unreadable input), one
-`stage_<name>` per stage, `clusters` and `embeddings`. DuckDB itself refuses reads outside the run
+`stage_<name>` per stage (the documents it kept: its shards, or for a stage run fused with others
+without its own copy, the next written stage's documents with the drops in between), `clusters` and
+`embeddings`. DuckDB itself refuses reads outside the run
 directory, ATTACH, INSTALL and configuration changes; we also accept only statements its parser
 reports as SELECT or EXPLAIN, so COPY ... TO and CREATE are refused too.
 """
@@ -38,6 +40,7 @@ def view_sources(run_dir: Path) -> dict[str, str]:
         views[f"stage_{stage}"] = (
             f"SELECT * FROM read_parquet('{_glob(run_dir / 'shards' / stage)}/*.parquet', union_by_name=true)")
     manifest = load_manifest(run_dir)
+    views.update(_unwritten_stages(run_dir, list(manifest.stages) if manifest else [], stages))
     final = manifest.final_stage if manifest and manifest.final_stage in stages else (stages[-1] if stages else None)
     if final:
         views["docs"] = f"SELECT * FROM stage_{final}"
@@ -53,6 +56,27 @@ def view_sources(run_dir: Path) -> dict[str, str]:
             views[name] = f"SELECT * FROM read_parquet('{_glob(path)}')"
     if any((run_dir / "embeddings").glob("**/*.parquet")):
         views["embeddings"] = f"SELECT * FROM read_parquet('{_glob(run_dir / 'embeddings')}/**/*.parquet')"
+    return views
+
+
+def _unwritten_stages(run_dir: Path, order: list[str], written: list[str]) -> dict[str, str]:
+    """Views of the stages a fused pass ran without writing their survivors (flows.curate): a stage's
+    survivors are the next written stage's documents and what the stages up to it dropped. Their columns
+    are the written stage's (later annotations such as n_tokens included, its edits of the text too)."""
+    views = {}
+    for i, stage in enumerate(order):
+        later = order[i + 1:]
+        written_later = [name for name in later if name in written]
+        if stage in written or not written_later:
+            continue
+        between = later[:later.index(written_later[0]) + 1]
+        files = [str(f) for name in between for f in sorted((run_dir / "dropped" / name).glob("*.parquet"))]
+        select = f"SELECT * FROM stage_{written_later[0]}"
+        if files:
+            listed = ", ".join(f"'{_glob(Path(f))}'" for f in files)
+            select += (f" UNION ALL BY NAME SELECT * EXCLUDE (drop_reason) FROM read_parquet([{listed}], "
+                       "union_by_name=true)")
+        views[f"stage_{stage}"] = select
     return views
 
 

@@ -61,6 +61,19 @@ class ShardWriter:
         self._parts: dict[str, int] = dict.fromkeys(KINDS, 0)
         self.files: list[str] = []
         self.rows: dict[str, int] = dict.fromkeys(KINDS, 0)
+        self._siblings: dict[str, ShardWriter] = {}
+
+    def for_stage(self, stage: str) -> ShardWriter:
+        """The same unit's writer for another stage, for a pass that runs several stages at once (flows.engine:
+        a fused pass writes each stage's drops where that stage's are); closed with this one."""
+        if stage == self.stage:
+            return self
+        if stage not in self._siblings:
+            self._siblings[stage] = ShardWriter(self.out_dir, stage, self.rank,
+                                                keep_dropped_text=self.keep_dropped_text,
+                                                max_rows_per_file=self.max_rows_per_file,
+                                                max_bytes_per_file=self.max_bytes_per_file)
+        return self._siblings[stage]
 
     def write(self, kept: pa.Table | None = None, dropped: pa.Table | None = None,
               quarantine: pa.Table | None = None) -> None:
@@ -77,7 +90,11 @@ class ShardWriter:
                 self._flush(kind)
 
     def close(self) -> list[str]:
-        """Flush what is buffered; return the files this unit wrote (relative to the run directory)."""
+        """Flush what is buffered; return the files this unit wrote, its other stages' too (relative to the run
+        directory)."""
+        for sibling in self._siblings.values():
+            self.files.extend(sibling.close())
+        self._siblings = {}
         for kind in KINDS:
             self._flush(kind)
         return self.files

@@ -331,7 +331,7 @@ def test_clusters_page_map_table_and_representatives(demo_run, tmp_path):
     assert app.markdown[-1].value.startswith("Distinctive terms: `" + nearest["terms"][0])
 
     bare = tmp_path / "run"
-    shutil.copytree(demo_run / "shards" / "ingest", bare / "shards" / "ingest")
+    shutil.copytree(demo_run / "shards" / "filter", bare / "shards" / "filter")
     app = page_app("clusters", bare)
     no_failures(app)
     assert "no clusters yet" in app.info[0].value

@@ -46,3 +46,34 @@ def test_ids_repeated_across_files_and_parts_are_made_unique_and_counted(tmp_pat
     assert len({r[0] for r in duckdb.sql(f"SELECT id FROM read_parquet('{out}/shards/ingest/*.parquet')"
                                          ).fetchall()}) == 35
 
+
+
+def test_curate_makes_the_same_ids_unique_in_its_fused_pass(tmp_path: Path):
+    """curate reads and filters in one pass (the filter stage's shards and the drops, no read-stage copy
+    unless keep_stage_copies): the ids it makes unique are those the ingest flow makes, in every copy."""
+    from flows.config import Filters, RunConfig
+    from flows.curate import curate
+    from storage.catalog import open_catalog
+    from storage.manifest import load_manifest
+
+    records = jsonl_records(30)
+    second = [*records[20:], *records[:5]]
+    second[0] = {**second[0], "id": "py-21"}
+    write_jsonl(tmp_path / "a.jsonl", records[:20])
+    write_jsonl(tmp_path / "b.jsonl", second)
+    inputs = [str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl")]
+    ingest(inputs=inputs, out=str(tmp_path / "ingested"), unit_bytes=8_000, progress=False)
+    expected = sorted(duckdb.sql(f"SELECT id FROM read_parquet('{tmp_path}/ingested/shards/ingest/*.parquet')"
+                                 ).fetchall())
+    off = {"enabled": False}
+    for copies in (False, True):  # no language ID nor filters: the token counter alone is the filter stage
+        config = RunConfig.model_validate({"inputs": {"paths": inputs, "unit_bytes": 8_000}, "langid": off,
+                                           "filters": dict.fromkeys(Filters.model_fields, off),
+                                           "keep_stage_copies": copies})
+        out = tmp_path / f"copies-{copies}"
+        curate(config, str(out), progress=False)
+        assert load_manifest(out).stages["ingest"].counts["duplicate_ids"] == 6
+        con = open_catalog(out)
+        for view in ("stage_ingest", "stage_filter"):
+            assert sorted(con.execute(f"SELECT id FROM {view}").fetchall()) == expected, (copies, view)
+        assert (out / "shards" / "ingest").exists() == copies
