@@ -10,12 +10,13 @@ TokensCounter). Both use every core: Ray tasks here, `workers=cores` there.
 
 Prints the fixed cost of a run first (the flow on 100 documents, after a warm-up run that starts Prefect's
 temporary server and Ray's workers), then docs/s per core for each operator and for the whole flow with the
-ratio ours/datatrove, peak memory (RSS of the process and all its children), and the flow's time at each size
-to show linear time and flat memory.
+ratio ours/datatrove at each size up to 100k, peak memory (RSS of the process and all its children), the
+flow's time at each size to show linear time and flat memory, and Ray's own overhead: the flow with one CPU
+through Ray against the same passes run in one process (MIXFORGE_IN_PROCESS=1), each in a fresh process.
 
-    python benchmarks/curate.py            # quick (default): 10k documents, ~3.5 min on 2 cores (datatrove ~2 min)
+    python benchmarks/curate.py            # quick (default): 10k documents, ~5 min on 2 cores (datatrove ~2 min)
     python benchmarks/curate.py --sizes 10000 100000 --no-datatrove
-    python benchmarks/curate.py --full     # 10k, 100k and 1M documents (ours; datatrove at 10k): ~35 min
+    python benchmarks/curate.py --full     # 10k, 100k and 1M documents (datatrove up to 100k): ~90 min
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import contextlib
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -69,6 +71,7 @@ DOCS_PER_FILE = 2_500
 MAX_PARAGRAPHS = 30
 MAX_PARAGRAPH_CHARS = 4_000
 FIXED_DOCS = 100  # a run this small is all fixed cost
+DATATROVE_MAX_DOCS = 100_000  # datatrove is timed up to this size (at 1M it would take hours here)
 
 
 def sample_paragraphs() -> tuple[dict[str, list[str]], list[int], dict[str, float]]:
@@ -149,7 +152,9 @@ STAGES = ("exact_dedup", "minhash_dedup", "tokenize")  # timed whole (wall x cor
 
 def run_ours(folder: Path, out: Path, cores: int) -> tuple[float, dict[str, float], PeakMemory]:
     """Wall seconds of the flow, docs/s per core of each filter (its time in the worker) and of each later
-    stage (documents in / (the stage's Prefect task time x cores)), peak memory."""
+    stage, peak memory. The stages after the filters run fused (dedup's global steps, then one pass marking
+    both dedups and counting tokens): a dedup's time is its global step's Prefect task time x cores plus its
+    marks' time in the last pass; tokenize's is the rest of that pass (reading and writing included)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
@@ -168,10 +173,38 @@ def run_ours(folder: Path, out: Path, cores: int) -> tuple[float, dict[str, floa
     with get_client(sync_client=True) as client:
         runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(
             any_=[state.state_details.flow_run_id])))
-    task_seconds = {run.name.rsplit("-", 1)[0].replace("-", "_"): run.total_run_time.total_seconds() for run in runs}
-    for stage in STAGES:
-        rates[stage] = stages[stage].counts["docs_in"] / (task_seconds[stage] * cores)
+    task_seconds = {run.name.rsplit("-", 1)[0]: run.total_run_time.total_seconds() for run in runs}
+    marks = {stage: stages[stage].seconds for stage in STAGES[:2]}  # op seconds, summed over the units
+    for stage in STAGES[:2]:
+        rates[stage] = stages[stage].counts["docs_in"] / (task_seconds[stage.replace("_", "-")] * cores + marks[stage])
+    last_pass = task_seconds["dedup-and-tokenize"] * cores - sum(marks.values())
+    rates["tokenize"] = stages["tokenize"].counts["docs_in"] / last_pass
     return wall, rates, memory
+
+
+def ray_overhead(size: int, cores: int) -> tuple[float, float]:
+    """The flow on `size` documents with one CPU through Ray, and with the engine's tasks run in one process
+    (MIXFORGE_IN_PROCESS=1), each in a fresh process after a warm-up run: (Ray seconds, in-process seconds)."""
+    walls = []
+    for in_process in ("0", "1"):
+        env = {**os.environ, "MIXFORGE_IN_PROCESS": in_process}
+        done = subprocess.run([sys.executable, __file__, "--time-flow", str(size)], env=env, capture_output=True,
+                              text=True, check=True)
+        walls.append(float(next(line.split()[1] for line in done.stdout.splitlines() if line.startswith("FLOW "))))
+    return walls[0], walls[1]
+
+
+def time_flow(size: int) -> None:
+    """Print the flow's wall seconds on `size` documents (one CPU), after a warm-up run on FIXED_DOCS."""
+    from flows.engine import init_ray
+
+    init_ray(num_cpus=1)
+    with tempfile.TemporaryDirectory(prefix="mixforge-bench-overhead-") as tmp:
+        work = Path(tmp)
+        make_corpus(FIXED_DOCS, work / "input-fixed")
+        run_ours(work / "input-fixed", work / "fixed", 1)
+        make_corpus(size, work / "input")
+        print(f"FLOW {run_ours(work / 'input', work / 'out', 1)[0]}", flush=True)
 
 
 def run_datatrove(folder: Path, work: Path, n_files: int, cores: int) -> tuple[float, dict[str, float], PeakMemory]:
@@ -305,7 +338,10 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", help="document counts to time the flow at")
     parser.add_argument("--cores", type=int, default=os.cpu_count())
     parser.add_argument("--no-datatrove", action="store_true", help="time the flow only (no comparison)")
+    parser.add_argument("--time-flow", type=int, metavar="DOCS", help=argparse.SUPPRESS)  # ray_overhead's child
     args = parser.parse_args()
+    if args.time_flow:
+        return time_flow(args.time_flow)
     sizes = args.sizes or ([10_000, 100_000, 1_000_000] if args.full else [10_000])
 
     import ray
@@ -324,11 +360,11 @@ def main() -> None:
               "(with Prefect's temporary server start, once per process, and the Ray workers' first imports and "
               "model loads), not counted below.\n")
         timings = []
-        for i, size in enumerate(sizes):
+        for size in sizes:
             files = make_corpus(size, work / f"input-{size}")
             wall, ours, memory = run_ours(work / f"input-{size}", work / f"ours-{size}", args.cores)
             timings.append((size, wall, memory))
-            if i == 0 and not args.no_datatrove:
+            if size <= DATATROVE_MAX_DOCS and not args.no_datatrove:
                 dt_wall, theirs, dt_memory = run_datatrove(work / f"input-{size}", work / f"dt-{size}", len(files),
                                                            args.cores)
                 report(size, args.cores, (wall, ours, memory), (dt_wall, theirs, dt_memory))
@@ -343,6 +379,11 @@ def main() -> None:
             print(f"{size:>10,} {wall:>9.1f} {size / wall:>8.0f} {marginal} "
                   f"{memory.peak_total / 2**30:>11.2f} G {memory.peak_process / 2**30:>11.2f} G")
             previous = (size, wall)
+    ray.shutdown()  # the children start their own
+    with_ray, alone = ray_overhead(sizes[0], args.cores)
+    print(f"\nRay's own overhead: the flow on {sizes[0]:,} documents with 1 CPU takes {with_ray:.1f} s through Ray and "
+          f"{alone:.1f} s with the same passes run in one process (MIXFORGE_IN_PROCESS=1): "
+          f"{with_ray / alone - 1:+.1%}.")
 
 
 def report(size: int, cores: int, ours: tuple, theirs: tuple) -> None:

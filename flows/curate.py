@@ -20,13 +20,11 @@ it runs: a rerun with another config or other inputs stops with RunMismatch nami
 
 from __future__ import annotations
 
-import contextlib
 import functools
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
@@ -35,6 +33,7 @@ from pydantic import BaseModel
 
 from flows.config import RunConfig, load_config
 from flows.engine import (
+    ShardWorker,
     StagedChain,
     code_version,
     fan_out,
@@ -57,7 +56,6 @@ from storage.manifest import Manifest, describe, load_manifest, package_versions
 from storage.shards import ShardWriter, stage_files
 
 FILTER, EXACT, MINHASH, TOKENIZE = "filter", "exact_dedup", "minhash_dedup", "tokenize"
-BATCH_ROWS = 4096
 FILTER_CODE = ("operators.base", "operators.langid", "operators.text_stats", "operators.gopher_quality",
                "operators.gopher_repetition", "operators.c4_quality", "operators.fineweb_quality",
                "operators.tokenize", "flows.config")
@@ -88,32 +86,29 @@ def read_filter_worker(config: RunConfig, reader_options: dict) -> ReadWorker:
     return ReadWorker(reader_options, then if filter_operators_configured(config) else None)
 
 
-class FinalWorker:
+class FinalWorker(ShardWorker):
     """The last pass over one filter shard: the dedup marks found for it (exact, then MinHash) and token
     counting, each stage's drops to its own folder, the survivors to `shards/tokenize`; with a token folder,
     also the unit's token shard `part-RRRRR`."""
 
     def __init__(self, dedups: list[DedupResult], encoding: str, token_dir: str | None, copies: bool):
-        self.dedups = dedups
         self.tokenizer = Tokenize(encoding=encoding, threads=1)  # one CPU per task, as Ray accounts it
         self.token_dir = token_dir
-        self.copies = copies
+        super().__init__(lambda rank: StagedChain([*[(dedup.name, [dedup.marker(rank)]) for dedup in dedups],
+                                                   (TOKENIZE, [self.tokenizer])], copies=copies))
 
     def __call__(self, rank: int, path: str, writer: ShardWriter) -> dict[str, StageStats]:
-        stages = [(dedup.name, [dedup.marker(rank)]) for dedup in self.dedups]
-        chain = StagedChain([*stages, (TOKENIZE, [self.tokenizer])], copies=self.copies)
-        chain.reset()
-        with contextlib.ExitStack() as stack:
-            if self.token_dir is not None:
-                # the writer clears what a killed attempt at this unit left; a failed one leaves nothing
-                sink = stack.enter_context(self.tokenizer.shard_writer(Path(self.token_dir) / f"part-{rank:05d}"))
-                self.tokenizer.sink = sink
-                stack.callback(setattr, self.tokenizer, "sink", None)
-            for batch in pq.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS):
-                chain.write(pa.Table.from_batches([batch]), writer)
-            if self.token_dir is not None:
-                sink.close()
-        return chain.stats()
+        if self.token_dir is None:
+            return super().__call__(rank, path, writer)
+        # the writer clears what a killed attempt at this unit left; a failed one leaves nothing
+        with self.tokenizer.shard_writer(Path(self.token_dir) / f"part-{rank:05d}") as sink:
+            self.tokenizer.sink = sink
+            try:
+                stats = super().__call__(rank, path, writer)
+            finally:
+                self.tokenizer.sink = None
+            sink.close()
+        return stats
 
 
 @task(name="read-and-filter", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)

@@ -43,8 +43,8 @@ from storage.shards import (
     mark_unit_done,
 )
 
-__all__ = ["RunMismatch", "UnitsFailed", "cluster_gpus", "code_version", "fan_out", "fingerprint", "in_process",
-           "init_ray", "record_stage", "run_stage", "start_stage"]
+__all__ = ["RunMismatch", "ShardWorker", "StagedChain", "UnitsFailed", "cluster_gpus", "code_version", "fan_out",
+           "fingerprint", "in_process", "init_ray", "record_stage", "run_stage", "split_records", "start_stage"]
 
 
 class UnitWorker(Protocol):
@@ -146,6 +146,24 @@ class StagedChain:
 
     def stats(self) -> dict[str, StageStats]:
         return {name: stats for _, chain in self.stages for name, stats in chain.stats().items()}
+
+
+class ShardWorker:
+    """A unit that is an upstream shard, through the StagedChain `chain_for(rank)` makes for it."""
+
+    batch_rows = 4096
+
+    def __init__(self, chain_for: Callable[[int], StagedChain]):
+        self.chain_for = chain_for
+
+    def __call__(self, rank: int, path: str, writer: ShardWriter) -> dict[str, StageStats]:
+        import pyarrow.parquet as pq
+
+        chain = self.chain_for(rank)
+        chain.reset()
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=self.batch_rows):
+            chain.write(pa.Table.from_batches([batch]), writer)
+        return chain.stats()
 
 
 def split_records(records: list[dict], operators: Callable[[list[str]], list[str]]) -> list[dict]:

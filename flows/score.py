@@ -25,8 +25,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from flows.curate import ChainWorker
-from flows.engine import fingerprint, init_ray, record_stage, run_stage, start_stage
+from flows.engine import ShardWorker, StagedChain, fingerprint, init_ray, record_stage, run_stage, start_stage
 from operators.base import Operator
 from operators.keep_selected import KeepSelected
 from scoring.apply_fasttext import ScoreFastText
@@ -167,9 +166,9 @@ def score_stage(units: list[str], out_dir: Path, config: ScoreConfig, progress: 
     return run_stage(SCORE, units, out_dir, functools.partial(_score_worker, config), progress=progress)
 
 
-def _score_worker(config: ScoreConfig) -> ChainWorker:
-    operators = config.operators()  # runs inside the actor: models load once per actor
-    return ChainWorker(lambda rank: operators)
+def _score_worker(config: ScoreConfig) -> ShardWorker:
+    operators = config.operators()  # runs inside the Ray worker: models load once per process
+    return ShardWorker(lambda rank: StagedChain([(SCORE, operators)]))
 
 
 @flow(name="score", log_prints=True)
@@ -293,8 +292,9 @@ def select_stage(units: list[str], out_dir: Path, print_: str, progress: bool) -
                      keep_dropped_text=False)
 
 
-def _keep_worker(out_dir: Path) -> ChainWorker:
-    return ChainWorker(lambda rank: [KeepSelected(pq.read_table(selection_path(out_dir, rank)))])
+def _keep_worker(out_dir: Path) -> ShardWorker:
+    return ShardWorker(lambda rank: StagedChain([(SELECT, [KeepSelected(pq.read_table(selection_path(out_dir,
+                                                                                                  rank)))])]))
 
 
 @flow(name="select", log_prints=True)

@@ -71,7 +71,8 @@ def test_each_problem_is_one_line_naming_the_key_and_its_line():
         "run.yaml:12: dedup.minhash.n_grams: Input should be a valid integer, got a number with a fractional "
         "part (got 2.5)",
         "run.yaml:14: tokenize.encodin: unknown key; allowed: encoding, write_token_shards, count_before_filters",
-        "run.yaml:15: colour: unknown key; allowed: inputs, ray, langid, filters, dedup, tokenize",
+        "run.yaml:15: colour: unknown key; allowed: inputs, ray, langid, filters, dedup, tokenize, "
+            "keep_stage_copies",
     ]
 
 
@@ -82,7 +83,7 @@ def test_missing_inputs_bad_yaml_and_bad_values():
         "run.yaml:2: ray.num_cpus: Input should be greater than 0 (got 0)"]
     assert problems("inputs: [a\n")[0].startswith("run.yaml:2: not valid YAML:")
     assert problems("- a\n- b\n") == ["run.yaml: expected a mapping of sections (inputs, ray, langid, filters, "
-                                      "dedup, tokenize)"]
+                                      "dedup, tokenize, keep_stage_copies)"]
 
 
 def test_sections_build_their_operators_with_the_configured_parameters(tmp_path):
