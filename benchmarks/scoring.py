@@ -3,10 +3,11 @@ against a plain transformers forward loop over the same windows (PreSelect's bpc
 a time) on the same texts, on CPU and, where torch sees one, on the GPU (wall seconds; `--loss-only` runs just
 this). Then, one process on one core: our fastText scoring operator against raw fastText `predict` on the
 same texts (the ratio is our overhead: Arrow in and out, text normalisation), the DataMan student raters, the
-offline teacher, and PreSelect's byte n-gram losses. Last, DataMan's students: the fastText students
-(scoring/students.py: a model per criterion and one for the domain) against the ridge students they replaced
-(hashed word 1-2-gram TF-IDF, 14 ridge regressions and a ridge domain classifier, rebuilt here as the baseline),
-both trained on the same demo-teacher annotations: annotation docs/s and agreement on the same held-out documents.
+offline teacher, and PreSelect's byte n-gram losses. Last, DataMan's students: ours (scoring/students.py: a
+logistic regression per criterion and one for the domain over one word TF-IDF) against ridge students (hashed
+word 1-2-gram TF-IDF, 14 ridge regressions and a ridge domain classifier, the students before fastText, rebuilt
+here as the baseline), both trained on the same demo-teacher annotations: annotation docs/s and agreement on the
+same held-out documents.
 
 Times are this process's CPU seconds (docs per CPU-second = per core), so a busy machine does not distort them.
 Texts are the sample corpus's documents (`make sample`), repeated to the wanted count. Models are trained
@@ -120,7 +121,7 @@ N_ANNOTATED = 600  # demo-teacher annotations the students learn from (20% held 
 
 
 class RidgeStudents:
-    """The students before fastText, as the baseline: hashed word 1-2-gram TF-IDF (2^18 features), one ridge
+    """The first students, as the baseline: hashed word 1-2-gram TF-IDF (2^18 features), one ridge
     regression per criterion (clipped to 1-5) and a ridge (one-vs-rest) domain classifier."""
 
     def fit(self, texts: list[str], annotations: pa.Table) -> RidgeStudents:
@@ -144,8 +145,8 @@ class RidgeStudents:
 
 
 def student_rows(students: StudentRater, texts: list[str], annotations: pa.Table, corpus: list[str],
-                 fasttext_rate: float) -> None:
-    """The fastText students against ridge students trained on the same annotations: agreement with the teacher
+                 students_rate: float) -> None:
+    """Our students against ridge students trained on the same annotations: agreement with the teacher
     on the same held-out documents, and annotation docs/s (predict on `corpus`, one core)."""
     from scipy.stats import spearmanr
 
@@ -158,7 +159,7 @@ def student_rows(students: StudentRater, texts: list[str], annotations: pa.Table
           f"annotation on {len(corpus):,} documents, one core")
     print("| students | docs/s | Overall Spearman | mean Spearman (14) | within 1 (mean) | domain accuracy |")
     print("|---|--:|--:|--:|--:|--:|")
-    for name, model, rate in (("fastText, a model per criterion + domain", students, fasttext_rate),
+    for name, model, rate in (("logistic regressions over one TF-IDF (ours)", students, students_rate),
                               ("ridge on hashed 1-2-gram TF-IDF (before)", ridge,
                                len(corpus) / best_of(2, ridge.predict, corpus))):
         guess = model.predict([texts[i] for i in test])
@@ -205,8 +206,8 @@ def main() -> None:
         model = str(classifier.save(Path(work) / "dclm.bin"))
         annotated = docs.text.tolist()[:N_ANNOTATED]
         annotations = OfflineTeacher(similarity="tfidf").annotate([str(i) for i in range(N_ANNOTATED)], annotated)
-        fasttext_students = StudentRater().fit(annotated, annotations)
-        student = str(fasttext_students.save(Path(work) / "students"))
+        student_rater = StudentRater().fit(annotated, annotations)
+        student = str(student_rater.save(Path(work) / "students"))
 
         operator = ScoreFastText(model, column="preselect", max_chars=20_000)
         raw = operator.classifier.model_
@@ -221,8 +222,8 @@ def main() -> None:
 
         students = ScoreStudents(student)
         few = batches[0].slice(0, 2000)
-        fasttext_rate = few.num_rows / best_of(2, students, few)
-        rows.append(("DataMan students (15 fastText models) operator", fasttext_rate))
+        students_rate = few.num_rows / best_of(2, students, few)
+        rows.append(("DataMan students (15 logistic regressions, one TF-IDF) operator", students_rate))
         teacher = OfflineTeacher(similarity="tfidf")
         sample = texts[:500]
         rows.append(("demo teacher (heuristics + TF-IDF domain; not DataMan)",
@@ -237,7 +238,7 @@ def main() -> None:
     print(f"\nscoring operator / raw fastText predict: {theirs / ours:.2f}x the speed "
           f"({ours / theirs:.2f}x the time); against predict with its own text preparation: "
           f"{theirs_with_prep / ours:.2f}x")
-    student_rows(fasttext_students, annotated, annotations, few.column("text").to_pylist(), fasttext_rate)
+    student_rows(student_rater, annotated, annotations, few.column("text").to_pylist(), students_rate)
 
 
 if __name__ == "__main__":

@@ -53,7 +53,7 @@ class FastTextScorer(_Section):
 class StudentScorer(_Section):
     """A DataMan student rater (`mixforge score train-students`)."""
 
-    model: str = Field(description="student rater folder (fastText models and student.json)")
+    model: str = Field(description="student rater folder (students.npz and student.json)")
 
 
 class ScoreConfig(_Section):

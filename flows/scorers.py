@@ -13,9 +13,9 @@
   stronger family, but scoring each document with each proxy took ~1 s per proxy on the 2 demo cores, so
   the pipeline trains the family it can afford: n-gram models score a thousand documents in seconds.
 - dataman: DataMan ratings from the demo teacher (scoring.dataman_teacher, an approximation without an LLM)
-  or an OpenAI-compatible endpoint, distilled into student raters (fastText, one per criterion and one for the
-  domain: scoring.students) trained on 80% of the ratings; their agreement with the teacher on the other 20%
-  is recorded.
+  or an OpenAI-compatible endpoint, distilled into student raters (logistic regressions over one TF-IDF, one
+  per criterion and one for the domain: scoring.students) trained on 80% of the ratings; their agreement with
+  the teacher on the other 20% is recorded.
 
 Outputs under `<out>/scorers/`: the models (dclm.bin, family/*.npz with family.yaml, preselect.bin,
 students/), what they learnt from (preselect_strength.parquet: id, strength, label;
@@ -116,11 +116,11 @@ class DataManTraining(_Section):
     concurrency: int = Field(8, gt=0)
     documents: str = Field(description="read-only SQL returning id and text: the documents the teacher rates")
     similarity: Literal["embeddings", "tfidf"] = Field("embeddings", description="demo teacher's domain similarity")
-    epoch: int = Field(STUDENT["epoch"], gt=0, description="students' fastText epochs")
-    lr: float = Field(STUDENT["lr"], gt=0, description="students' fastText learning rate")
-    dim: int = Field(STUDENT["dim"], gt=0, description="students' fastText dimension")
-    bucket: int = Field(STUDENT["bucket"], gt=0, description="students' hashed word n-gram buckets (a model holds "
-                                                             "dim x this many weights)")
+    c: float = Field(STUDENT["c"], gt=0, description="students' inverse regularization strength (scikit-learn's "
+                                                     "LogisticRegression C)")
+    max_features: int = Field(STUDENT["max_features"], gt=0, description="students' TF-IDF vocabulary size at most "
+                                                                         "(each model holds classes x this many "
+                                                                         "weights)")
 
 
 class ScorersConfig(_Section):
@@ -276,7 +276,7 @@ def train_dataman(out_dir: Path, config: DataManTraining, digest: str, restart: 
     write_table_atomic(annotations, folder / "dataman_annotations.parquet")
     by_id = dict(zip(ids, texts, strict=True))
     rated = np.asarray([by_id[i] for i in annotations.column("id").to_pylist()], dtype=object)
-    students = StudentRater(epoch=config.epoch, lr=config.lr, dim=config.dim, bucket=config.bucket,
+    students = StudentRater(c=config.c, max_features=config.max_features,
                             held_out=HELD_OUT).fit(rated.tolist(), annotations)
     students.save(folder / "students")
     agreement = students.agreement_

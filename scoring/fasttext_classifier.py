@@ -113,9 +113,9 @@ def train_supervised(examples: Sequence[tuple[str, str]], settings: dict):
             except RuntimeError as error:
                 if "NaN" not in str(error) or attempt == NAN_RETRIES:
                     raise TrainingError(f"fastText training failed: {error}") from error
-                # measured on the demo's students: the NaN comes with the initial matrix (one thread, small
-                # bucket: 6 of 8 seeds at any lr; 2M buckets: none), not the lr; a new seed draws another one,
-                # and after two such tries a lower lr covers a real divergence
+                # on small training sets (the demo's 240 ratings, when the DataMan students were fastText) the
+                # NaN came at random seeds and at any lr, so a new seed draws another start, and after two such
+                # tries a lower lr covers a real divergence
                 if attempt >= 1:
                     lr /= 2
                 warnings.warn(f"fastText diverged (NaN); retrying with seed {settings['seed'] + attempt + 1} and "

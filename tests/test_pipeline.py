@@ -84,11 +84,11 @@ def test_scorers_are_trained_from_the_run_and_score_every_document(demo):
     rated = sql(demo, f"SELECT a.domain, s.dataman_accuracy AS student FROM read_parquet("
                       f"'{demo}/scorers/dataman_annotations.parquet') a JOIN stage_score s USING (id)")
     assert len(rated) == 300 and 40 <= dataman["held_out"] <= 80
-    # measured on the demo's 300 ratings (60 held out) over seeds: mean Spearman 0.32-0.35 over the criteria,
-    # 45-53% of domains right against the majority's 32%
+    # measured on the demo's 300 ratings (60 held out; training is deterministic) over three splits: mean Spearman
+    # 0.38-0.45 over the criteria, 62-67% of domains right against the majority's 32%
     majority = max(np.unique([r["domain"] for r in rated], return_counts=True)[1]) / len(rated)
     agreement = dataman["agreement"]
-    assert agreement["spearman"] > 0.2 and agreement["domain"] > majority + 0.05, (agreement, majority)
+    assert agreement["spearman"] > 0.3 and agreement["domain"] > majority + 0.2, (agreement, majority)
 
 
 def test_select_keeps_the_best_half_of_the_tokens_by_preselect(demo):

@@ -289,15 +289,16 @@ def annotate(
 def train_students(
     annotations: Path = typer.Argument(..., help="Annotations (.parquet) from `mixforge score annotate`."),
     run: Path = typer.Option(..., "--run", help="The run holding the annotated documents."),
-    out: Path = typer.Option(..., "--out", "-o", help="Folder to write the student rater to (fastText models and "
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to write the student rater to (students.npz and "
                                                       "student.json)."),
     stage: str = typer.Option(None, help="Stage holding the documents (default: the run's final stage)."),
-    epoch: int = typer.Option(None, help="fastText epochs (default 10: scoring.students.DEFAULTS)."),
-    lr: float = typer.Option(None, help="fastText learning rate (default 1.0)."),
-    dim: int = typer.Option(None, help="fastText dimension (default 16)."),
+    c: float = typer.Option(None, "--c", help="Inverse regularization strength of the logistic regressions "
+                                              "(default 10: scoring.students.DEFAULTS)."),
+    max_features: int = typer.Option(None, help="TF-IDF vocabulary size at most (default 100,000)."),
     held_out: float = typer.Option(0.2, help="Share of the annotations kept out of training to measure agreement."),
 ) -> None:
-    """Train student raters (a fastText model per criterion, one for the domain) on DataMan annotations; report
+    """Train student raters (a logistic regression per criterion, one for the domain, over one TF-IDF) on DataMan
+    annotations; report
     their agreement with the annotator on held-out documents (also in <out>/student.json)."""
     import pyarrow.parquet as pq
 
@@ -313,7 +314,7 @@ def train_students(
     if not stage:
         fail("give --stage: the run has no manifest naming its final stage")
     texts = texts_by_id(run, stage, table.column("id").to_pylist())
-    given = {name: value for name, value in (("epoch", epoch), ("lr", lr), ("dim", dim)) if value is not None}
+    given = {name: value for name, value in (("c", c), ("max_features", max_features)) if value is not None}
     rater = StudentRater(held_out=held_out, **given).fit(texts, table)
     rater.save(out)
     annotator = ", ".join(rater.annotators_)
