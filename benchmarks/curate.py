@@ -12,7 +12,9 @@ Prints the fixed cost of a run first (the flow on 100 documents, after a warm-up
 temporary server and Ray's workers), then docs/s per core for each operator and for the whole flow with the
 ratio ours/datatrove at each size up to 100k, peak memory (RSS of the process and all its children), the
 flow's time at each size to show linear time and flat memory, and Ray's own overhead: the flow with one CPU
-through Ray against the same passes run in one process (MIXFORGE_IN_PROCESS=1), each in a fresh process.
+through Ray against the same passes run in one process (MIXFORGE_IN_PROCESS=1), each in a fresh process; last,
+the cold start a user waits for: `mixforge curate` on 100 documents in a fresh process against datatrove's
+pipelines in a fresh process.
 
     python benchmarks/curate.py            # quick (default): 10k documents, ~5 min on 2 cores (datatrove ~2 min)
     python benchmarks/curate.py --sizes 10000 100000 --no-datatrove
@@ -207,6 +209,29 @@ def time_flow(size: int) -> None:
         print(f"FLOW {run_ours(work / 'input', work / 'out', 1)[0]}", flush=True)
 
 
+def cold_starts(folder: Path, work: Path, cores: int) -> tuple[float, float]:
+    """What a user waits for from a cold start, each in a fresh process: `mixforge curate` on `folder` (Python
+    imports, Ray's and Prefect's temporary server's start-ups, the workers' first imports and model loads, the
+    run, the summary), and datatrove's same pipelines on it: (our wall seconds, datatrove's)."""
+    config = work / "cold.yaml"
+    config.write_text(json.dumps({"inputs": {"paths": [str(folder)]}, "ray": {"num_cpus": cores},
+                                  "tokenize": {"count_before_filters": False}}))  # JSON is YAML
+    walls = []
+    for command in ([str(Path(sys.executable).with_name("mixforge")), "curate", str(config), "--out",
+                     str(work / "cold"), "--no-progress"],
+                    [sys.executable, __file__, "--time-datatrove", str(folder), "--cores", str(cores)]):
+        start = time.perf_counter()
+        subprocess.run(command, capture_output=True, text=True, check=True)
+        walls.append(time.perf_counter() - start)
+    return walls[0], walls[1]
+
+
+def time_datatrove(folder: Path, cores: int) -> None:
+    """datatrove's pipelines on `folder` (cold_starts' child)."""
+    with tempfile.TemporaryDirectory(prefix="mixforge-bench-datatrove-") as tmp:
+        run_datatrove(folder, Path(tmp), len(list(folder.glob("*.parquet"))), cores)
+
+
 def run_datatrove(folder: Path, work: Path, n_files: int, cores: int) -> tuple[float, dict[str, float], PeakMemory]:
     """The same steps as datatrove pipelines (filters, exact dedup in 3 runs, MinHash in 4, token count),
     measured like ours: filters by their step time, the later stages by wall time x cores."""
@@ -339,9 +364,12 @@ def main() -> None:
     parser.add_argument("--cores", type=int, default=os.cpu_count())
     parser.add_argument("--no-datatrove", action="store_true", help="time the flow only (no comparison)")
     parser.add_argument("--time-flow", type=int, metavar="DOCS", help=argparse.SUPPRESS)  # ray_overhead's child
+    parser.add_argument("--time-datatrove", type=Path, metavar="DIR", help=argparse.SUPPRESS)  # cold_starts' child
     args = parser.parse_args()
     if args.time_flow:
         return time_flow(args.time_flow)
+    if args.time_datatrove:
+        return time_datatrove(args.time_datatrove, args.cores)
     sizes = args.sizes or ([10_000, 100_000, 1_000_000] if args.full else [10_000])
 
     import ray
@@ -384,6 +412,13 @@ def main() -> None:
     print(f"\nRay's own overhead: the flow on {sizes[0]:,} documents with 1 CPU takes {with_ray:.1f} s through Ray and "
           f"{alone:.1f} s with the same passes run in one process (MIXFORGE_IN_PROCESS=1): "
           f"{with_ray / alone - 1:+.1%}.")
+    if not args.no_datatrove:
+        with tempfile.TemporaryDirectory(prefix="mixforge-bench-cold-") as tmp:
+            make_corpus(FIXED_DOCS, Path(tmp) / "input")
+            ours, theirs = cold_starts(Path(tmp) / "input", Path(tmp), args.cores)
+        print(f"Cold start, each in a fresh process on {FIXED_DOCS} documents: `mixforge curate` takes {ours:.1f} s "
+              f"(imports, Ray and Prefect's temporary server starting together, the run, the summary), datatrove's "
+              f"pipelines {theirs:.1f} s.")
 
 
 def report(size: int, cores: int, ours: tuple, theirs: tuple) -> None:

@@ -44,7 +44,8 @@ from storage.shards import (
 )
 
 __all__ = ["RunMismatch", "ShardWorker", "StagedChain", "UnitsFailed", "cluster_gpus", "code_version", "fan_out",
-           "fingerprint", "in_process", "init_ray", "record_stage", "run_stage", "split_records", "start_stage"]
+           "fingerprint", "in_process", "init_ray", "record_stage", "run_stage", "split_records", "start_services",
+           "start_stage"]
 
 
 class UnitWorker(Protocol):
@@ -80,6 +81,32 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         else:
             ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
                      logging_level=level)
+
+
+def start_services(address: str | None = None, num_cpus: int | None = None) -> None:
+    """Start Ray (init_ray) while Prefect's temporary API server starts in a thread, when no PREFECT_API_URL
+    names a server: the CLI calls this before a flow, so a cold run waits for the slower of the two start-ups,
+    not their sum (measured on 2 cores: about 3 s of Ray and 6-10 s of Prefect; the flow then finds the server
+    running). A server that fails to start here fails again, with Prefect's own message, when the flow starts."""
+    import threading
+
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
+
+    prefect_server = None
+    if not PREFECT_API_URL.value() and PREFECT_SERVER_EPHEMERAL_ENABLED.value():
+        from prefect.server.api.server import SubprocessASGIServer
+
+        def start() -> None:
+            with contextlib.suppress(Exception):
+                SubprocessASGIServer().start()
+
+        prefect_server = threading.Thread(target=start, name="prefect-server-start", daemon=True)
+        prefect_server.start()
+    try:
+        init_ray(address, num_cpus)
+    finally:
+        if prefect_server is not None:
+            prefect_server.join()
 
 
 @contextlib.contextmanager
