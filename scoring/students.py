@@ -70,8 +70,7 @@ class StudentRater:
             raise ValueError("no annotations left to train the students on")
         train_texts = [self._cut(texts[i]) for i in train]
         tfidf = TfidfVectorizer(sublinear_tf=True, max_features=self.max_features, dtype=np.float32).fit(train_texts)
-        self.vocabulary_, self._counter = np.asarray(tfidf.get_feature_names_out(), dtype=str), None
-        self.idf_ = tfidf.idf_.astype(np.float32)
+        self._use_vocabulary(np.asarray(tfidf.get_feature_names_out(), dtype=str), tfidf.idf_.astype(np.float32))
         features = self._features(train_texts)
         self.annotators_ = sorted(set(annotations.column("annotator").to_pylist()))  # e.g. the demo teacher's label
         self.labels_, self.weights_ = {}, {}
@@ -85,8 +84,9 @@ class StudentRater:
             model = LogisticRegression(C=self.c, max_iter=1000).fit(features, [index[v] for v in values])
             coef, intercept = model.coef_.astype(np.float32), model.intercept_.astype(np.float32)
             if len(index) == 2:  # a binary model's one logit z is the softmax of (0, z)
-                coef, intercept = np.vstack([np.zeros_like(coef), coef]), np.concatenate([[0.0], intercept])
-            self.weights_[key] = (coef, intercept.astype(np.float32))
+                coef, intercept = np.vstack([np.zeros_like(coef), coef]), np.concatenate([np.zeros(1, np.float32),
+                                                                                          intercept])
+            self.weights_[key] = (coef, intercept)
         self.n_train_ = len(train)
         self.agreement_ = (self.agreement([texts[i] for i in test], annotations.take(pa.array(test)))
                            if n_test else None)
@@ -95,13 +95,16 @@ class StudentRater:
     def _cut(self, text: str | None) -> str:
         return (text or "")[: self.max_chars]
 
+    def _use_vocabulary(self, vocabulary: np.ndarray, idf: np.ndarray) -> None:
+        from sklearn.feature_extraction.text import CountVectorizer
+
+        self.vocabulary_, self.idf_ = vocabulary, idf
+        self._counter = CountVectorizer(vocabulary=vocabulary, dtype=np.float32)
+
     def _features(self, texts: list[str]):
         """TfidfVectorizer's transform (sublinear tf, idf, l2 rows) from the saved vocabulary and idf."""
-        from sklearn.feature_extraction.text import CountVectorizer
         from sklearn.preprocessing import normalize
 
-        if getattr(self, "_counter", None) is None:
-            self._counter = CountVectorizer(vocabulary=self.vocabulary_, dtype=np.float32)
         counts = self._counter.transform(texts)
         np.log(counts.data, out=counts.data)
         counts.data += 1
@@ -110,9 +113,7 @@ class StudentRater:
     def probabilities(self, key: str, features) -> np.ndarray:
         """(texts, labels_[key]) probabilities of a criterion's ratings or of the domains, rows summing to 1."""
         if self.weights_[key] is None:
-            out = np.zeros((features.shape[0], 1))
-            out[:, 0] = 1.0
-            return out
+            return np.ones((features.shape[0], 1))
         coef, intercept = self.weights_[key]
         logits = np.asarray(features @ coef.T, dtype=np.float64) + intercept
         logits -= logits.max(axis=1, keepdims=True)
@@ -182,7 +183,7 @@ class StudentRater:
         rater.annotators_, rater.labels_ = record["annotators"], record["labels"]
         rater.n_train_, rater.agreement_ = record["trained_on"], record["agreement"]
         with np.load(folder / WEIGHTS) as arrays:
-            rater.vocabulary_, rater.idf_, rater._counter = arrays["vocabulary"], arrays["idf"], None
+            rater._use_vocabulary(arrays["vocabulary"], arrays["idf"])
             rater.weights_ = {key: (arrays[f"{key}.coef"], arrays[f"{key}.intercept"]) if name else None
                               for key, name in record["models"].items()}
         return rater

@@ -298,8 +298,7 @@ def train_students(
     held_out: float = typer.Option(0.2, help="Share of the annotations kept out of training to measure agreement."),
 ) -> None:
     """Train student raters (a logistic regression per criterion, one for the domain, over one TF-IDF) on DataMan
-    annotations; report
-    their agreement with the annotator on held-out documents (also in <out>/student.json)."""
+    annotations; report their agreement with the annotator on held-out documents (also in <out>/student.json)."""
     import pyarrow.parquet as pq
 
     from flows.score import texts_by_id
