@@ -33,8 +33,6 @@ from pydantic import BaseModel
 
 from flows.config import RunConfig, load_config
 from flows.engine import (
-    ShardWorker,
-    StagedChain,
     code_version,
     fan_out,
     fingerprint,
@@ -44,71 +42,31 @@ from flows.engine import (
     split_records,
     start_stage,
 )
-from flows.ingest import STAGE as READ
-from flows.ingest import ReadWorker, describe_inputs, plan_read, unique_ids_once
-from operators.base import Operator, StageStats
+from flows.ingest import describe_inputs, plan_read, unique_ids_once
+from flows.passes import (
+    FILTER,
+    READ,
+    RECOUNT,
+    TOKENIZE,
+    FinalWorker,
+    filter_operators_configured,
+    read_filter_worker,
+)
 from operators.dup_clusters import DedupResult
 from operators.exact_dedup import exact_dedup
 from operators.minhash_dedup import minhash_dedup
 from operators.reader import expand_inputs
 from operators.tokenize import Tokenize
 from storage.manifest import Manifest, describe, load_manifest, package_versions, save_manifest
-from storage.shards import ShardWriter, stage_files
+from storage.shards import stage_files
 
-FILTER, EXACT, MINHASH, TOKENIZE = "filter", "exact_dedup", "minhash_dedup", "tokenize"
+EXACT, MINHASH = "exact_dedup", "minhash_dedup"
 FILTER_CODE = ("operators.base", "operators.langid", "operators.text_stats", "operators.gopher_quality",
                "operators.gopher_repetition", "operators.c4_quality", "operators.fineweb_quality",
-               "operators.tokenize", "flows.config")
+               "operators.tokenize", "flows.config", "flows.passes")
 DEDUP_CODE = ("operators.base", "operators.dup_clusters", "operators.exact_dedup", "operators.minhash_dedup")
 TOKENIZE_CODE = ("operators.base", "operators.tokenize", "storage.token_shards")
-RECOUNT = "tokenize_edited"  # the filter stage's last step: token counts of the (possibly edited) texts kept
 TOKEN_SHARDS = "tokens"  # <out>/tokens/part-RRRRR.{tokens.u32,offsets.i64,ids.parquet,json}: storage/token_shards.py
-
-
-def filter_operators(config: RunConfig) -> list[Operator]:
-    """Language ID, then the enabled filters in the config's order; with token counting, a counter first (so
-    every drop is counted in tokens) and one last, since filters may edit what they keep (C4 removes lines)."""
-    operators: list[Operator] = []
-    if config.langid.enabled:
-        operators.append(config.langid.build())
-    operators.extend(section.build() for section in config.filters.enabled())
-    if config.tokenize.count_before_filters:
-        recount = Tokenize(encoding=config.tokenize.encoding, threads=1)
-        recount.name = RECOUNT
-        operators = [Tokenize(encoding=config.tokenize.encoding, threads=1), *operators, recount]
-    return operators
-
-
-def read_filter_worker(config: RunConfig, reader_options: dict) -> ReadWorker:
-    """The first pass: read a unit and run the filter stage's operators on its documents as they are read
-    (built inside the Ray worker: models load once per process)."""
-    then = StagedChain([(FILTER, filter_operators(config))], copies=config.keep_stage_copies)
-    return ReadWorker(reader_options, then if filter_operators_configured(config) else None)
-
-
-class FinalWorker(ShardWorker):
-    """The last pass over one filter shard: the dedup marks found for it (exact, then MinHash) and token
-    counting, each stage's drops to its own folder, the survivors to `shards/tokenize`; with a token folder,
-    also the unit's token shard `part-RRRRR`."""
-
-    def __init__(self, dedups: list[DedupResult], encoding: str, token_dir: str | None, copies: bool):
-        self.tokenizer = Tokenize(encoding=encoding, threads=1)  # one CPU per task, as Ray accounts it
-        self.token_dir = token_dir
-        super().__init__(lambda rank: StagedChain([*[(dedup.name, [dedup.marker(rank)]) for dedup in dedups],
-                                                   (TOKENIZE, [self.tokenizer])], copies=copies))
-
-    def __call__(self, rank: int, path: str, writer: ShardWriter) -> dict[str, StageStats]:
-        if self.token_dir is None:
-            return super().__call__(rank, path, writer)
-        # the writer clears what a killed attempt at this unit left; a failed one leaves nothing
-        with self.tokenizer.shard_writer(Path(self.token_dir) / f"part-{rank:05d}") as sink:
-            self.tokenizer.sink = sink
-            try:
-                stats = super().__call__(rank, path, writer)
-            finally:
-                self.tokenizer.sink = None
-            sink.close()
-        return stats
 
 
 @task(name="read-and-filter", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
@@ -221,10 +179,6 @@ def scheduled_path(out: str) -> str:
         return out.format(date=when.strftime("%Y-%m-%d"), time=when.strftime("%H%M%S"))
     except (KeyError, IndexError, ValueError):
         raise ValueError(f"--out {out!r}: the only placeholders are {{date}} and {{time}}") from None
-
-
-def filter_operators_configured(config: RunConfig) -> bool:
-    return config.tokenize.count_before_filters or config.langid.enabled or bool(config.filters.enabled())
 
 
 def open_run(out_dir: Path, config: RunConfig, inputs: list[dict]) -> Manifest:

@@ -17,11 +17,15 @@ of a stage (the dedup drivers' global steps) reaches Ray through `fan_out`; noth
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import json
 import logging
 import os
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -83,31 +87,106 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
                      logging_level=level)
 
 
-def start_services(address: str | None = None, num_cpus: int | None = None) -> None:
-    """Start Ray (init_ray) while Prefect's temporary API server starts in a thread, when no PREFECT_API_URL
-    names a server: the CLI calls this before a flow, so a cold run waits for the slower of the two start-ups,
-    not their sum (measured on 2 cores under load: Ray 8.1 s and the server 16.2 s one after the other; the two
-    together 10.8 s on a quiet machine). The flow then finds the server running. A server that fails to start
-    here fails again, with Prefect's own message, when the flow starts."""
-    import threading
+@contextlib.contextmanager
+def start_services(address: str | None = None, num_cpus: int | None = None,
+                   warm_up: Callable[..., object] | None = None, warm_up_args: tuple = ()) -> Iterator[None]:
+    """Ray, Prefect's API and warm Ray workers for the flow run inside this context; the CLI's way into a flow.
 
-    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
+    A cold `mixforge curate` waits for three start-ups, done together here instead of one after the other:
+    Prefect's temporary API server (when no PREFECT_API_URL names a server), Ray (init_ray) and, with an
+    embedded Ray, each worker's first loads: `warm_up(*warm_up_args)` runs once per CPU, so every worker process
+    has its models before the flow's first task. Called before Prefect is imported, the server is started
+    as a subprocess first of all (TemporaryPrefectServer), while this process imports Prefect and starts
+    Ray; in a process that has imported Prefect already (a test, a notebook) Prefect's own temporary server
+    is started, or reused, in a thread. A warm-up that fails is ignored (the pass that needs it fails with its
+    own error), and a server that does not start is left to Prefect, which starts its own or says why not.
+    """
+    server = None if "prefect" in sys.modules else TemporaryPrefectServer.spawn()
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED, temporary_settings
 
-    prefect_server = None
-    if not PREFECT_API_URL.value() and PREFECT_SERVER_EPHEMERAL_ENABLED.value():
-        from prefect.server.api.server import SubprocessASGIServer
-
-        def start() -> None:
-            with contextlib.suppress(Exception):
-                SubprocessASGIServer().start()
-
-        prefect_server = threading.Thread(target=start, name="prefect-server-start", daemon=True)
-        prefect_server.start()
+    wanted = not PREFECT_API_URL.value() and PREFECT_SERVER_EPHEMERAL_ENABLED.value()
+    if server is not None and not wanted:
+        server.stop()
+        server = None
+    prefects_own = None
+    if server is None and wanted:
+        prefects_own = threading.Thread(target=_start_prefects_own_server, name="prefect-server-start",
+                                        daemon=True)
+        prefects_own.start()
     try:
         init_ray(address, num_cpus)
+        if warm_up is not None and not in_process() and not (address or os.environ.get("RAY_ADDRESS")):
+            import ray
+
+            with contextlib.suppress(Exception):
+                for _ in fan_out(warm_up, [warm_up_args] * int(ray.cluster_resources().get("CPU", 1))):
+                    pass
     finally:
-        if prefect_server is not None:
-            prefect_server.join()
+        if prefects_own is not None:
+            prefects_own.join()
+    if server is not None and not server.wait():
+        server.stop()
+        server = None
+    with temporary_settings(updates={PREFECT_API_URL: server.api_url}) if server else contextlib.nullcontext():
+        yield
+
+
+def _start_prefects_own_server() -> None:
+    from prefect.server.api.server import SubprocessASGIServer
+
+    with contextlib.suppress(Exception):
+        SubprocessASGIServer().start()
+
+
+class TemporaryPrefectServer:
+    """The temporary API server Prefect starts for a flow when no server is configured (Prefect's
+    SubprocessASGIServer: the same uvicorn command, environment and SQLite database under PREFECT_HOME), but
+    started without importing Prefect's server modules in this process, which costs Prefect's own start 2 s
+    of this process's time before the subprocess is even launched. Stopped when this process exits."""
+
+    def __init__(self, process: subprocess.Popen, port: int) -> None:
+        self.process = process
+        self.api_url = f"http://127.0.0.1:{port}/api"
+        atexit.register(self.stop)
+
+    @classmethod
+    def spawn(cls) -> TemporaryPrefectServer:
+        import importlib.util
+        import socket
+
+        with socket.socket() as probe:  # a free port (Prefect's own picks a random one and checks it too)
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        site = Path(importlib.util.find_spec("prefect").origin).parents[1]
+        env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
+        command = [sys.executable, "-m", "uvicorn", "--app-dir", str(site), "--factory",
+                   "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port),
+                   "--log-level", "error", "--lifespan", "on"]
+        return cls(subprocess.Popen(command, env=env), port)
+
+    def wait(self) -> bool:
+        """Whether the server answers within Prefect's start-up timeout."""
+        import urllib.request
+
+        from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
+
+        deadline = time.monotonic() + PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()
+        while time.monotonic() < deadline and self.process.poll() is None:
+            with contextlib.suppress(OSError), urllib.request.urlopen(f"{self.api_url}/health", timeout=2) as reply:
+                if reply.status == 200:
+                    return True
+            time.sleep(0.05)
+        return False
+
+    def stop(self) -> None:
+        """Prefect's own stop: terminate, then kill after 5 s."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
 
 
 @contextlib.contextmanager

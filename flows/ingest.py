@@ -10,46 +10,24 @@ is refused with one line naming what differs, unless `restart`.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 from pathlib import Path
 
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 
-from flows.engine import StagedChain, code_version, init_ray, record_stage, run_stage, start_stage
-from operators.base import StageStats, split_dropped
-from operators.reader import expand_inputs, plan_units, reader_for, split_unit
+from flows.engine import code_version, init_ray, record_stage, run_stage, start_stage
+from flows.passes import READ as STAGE
+from flows.passes import ReadWorker
+from operators.reader import expand_inputs, plan_units
 from storage.manifest import Manifest, describe, describe_input, load_manifest, package_versions, save_manifest
-from storage.shards import ShardWriter, stage_files, write_json_atomic
+from storage.shards import stage_files, write_json_atomic
 from storage.unique_ids import make_ids_unique
 
-STAGE = "ingest"
 UNIT_BYTES = 64 * 2**20
 READ_CODE = ("operators.base", "operators.reader", "operators.read_jsonl", "operators.read_parquet",
-             "operators.read_warc", "storage.schema")
-
-
-class ReadWorker:
-    """Reads one unit (an input file or a part of one) into the unit's shards: good documents, drops
-    (empty text) and quarantine; or, with `then` (the curate flow's fused pass), hands the documents on to
-    the next stages' operators, and writes only the read stage's drops and quarantine (its documents too
-    with `then.copies`)."""
-
-    def __init__(self, reader_options: dict | None = None, then: StagedChain | None = None):
-        self.reader_options = reader_options or {}
-        self.then = then
-
-    def __call__(self, rank: int, path: str, writer: ShardWriter) -> dict[str, StageStats]:
-        reader = reader_for(split_unit(path)[0], **self.reader_options)
-        if self.then:
-            self.then.reset()
-        own = writer.for_stage(STAGE)
-        for batch in reader(path):
-            kept, dropped = split_dropped(batch.documents)
-            own.write(kept if self.then is None or self.then.copies else None, dropped, batch.quarantine)
-            if self.then:
-                self.then.write(kept, writer)
-        return {reader.name: reader.stats, **(self.then.stats() if self.then else {})}
+             "operators.read_warc", "storage.schema", "flows.passes")
 
 
 @task(name="describe-inputs")
@@ -71,7 +49,7 @@ def plan_read(out_dir: Path, files: list[str], inputs: list[dict], reader_option
 def read_stage(units: list[str], out: str, reader_options: dict, progress: bool) -> list[dict]:
     """The units' completion records; once every unit is done, ids are made unique across units too
     (storage.unique_ids) and the repeats replaced count in the reader's `duplicate_ids`."""
-    records = run_stage(STAGE, units, out, lambda: ReadWorker(reader_options), progress=progress)
+    records = run_stage(STAGE, units, out, functools.partial(ReadWorker, reader_options), progress=progress)
     return unique_ids_once(out, STAGE, records, len(units), [[("shards", STAGE), ("dropped", STAGE)]], reader_options)
 
 

@@ -184,7 +184,9 @@ class WordSplitter:
     MAX_CACHED = 2_000_000
 
     def __init__(self, language: str):
-        from datatrove.utils.word_tokenizers import SpaCyTokenizer, load_word_tokenizer
+        from datatrove.utils.word_tokenizers import SpaCyTokenizer
+
+        from operators.spacy_tokens import load_word_tokenizer
 
         self.tokenizer = load_word_tokenizer(language)
         self.spacy = None

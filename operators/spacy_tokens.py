@@ -10,12 +10,38 @@ from __future__ import annotations
 
 import functools
 import itertools
+import sys
 import warnings
 
 import numpy as np
 
 SPACY_PROVEN = "3.8"  # major.minor of the spaCy these internals were proven against (3.8.18)
 IS_ALPHA = "IS_ALPHA"  # the one token spaCy fails on (see own_pipeline)
+
+
+def load_word_tokenizer(language: str):
+    """datatrove's word tokenizer for `language`, with spaCy imported first without torch (import_spacy)."""
+    from datatrove.utils.word_tokenizers import load_word_tokenizer as datatrove_word_tokenizer
+
+    import_spacy()
+    return datatrove_word_tokenizer(language)
+
+
+def import_spacy():
+    """spaCy, imported without torch where torch is not loaded yet: thinc, spaCy's machine-learning library,
+    imports torch when it is installed (1.5 s of 2.4 s, in every cold Ray worker) only to offer torch layers
+    that a rule-based tokenizer never uses. Torch is hidden for the import alone (thinc then records that it
+    has no torch); a later `import torch` in the process works as usual."""
+    if "spacy" in sys.modules or "torch" in sys.modules:
+        import spacy
+
+        return spacy
+    sys.modules["torch"] = None  # type: ignore[assignment]  # `import torch` raises ImportError meanwhile
+    try:
+        import spacy
+    finally:
+        del sys.modules["torch"]
+    return spacy
 
 
 @functools.cache

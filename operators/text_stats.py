@@ -21,6 +21,7 @@ from operators.spacy_tokens import (
     IS_ALPHA,
     SpecialCaseBridges,
     default_sentence_punct,
+    load_word_tokenizer,
     own_pipeline,
     tokenize_chunks,
     tokens_of,
@@ -194,8 +195,6 @@ class WordTokenizer:
     """
 
     def __init__(self, language: str, max_chunks: int = 500_000) -> None:
-        from datatrove.utils.word_tokenizers import load_word_tokenizer
-
         self.language = language
         self.max_chunks = max_chunks  # the cache (about 250 bytes a chunk) starts over beyond this
         self._datatrove = load_word_tokenizer(language)

@@ -42,7 +42,7 @@ def config_file(sample_corpus, tmp_path_factory) -> Path:
     web pages that pass the filters: PLANTED copies with trailing space (exact duplicates after normalisation)
     and PLANTED with one word in 50 replaced (near duplicates)."""
     from flows.config import Inputs, RunConfig
-    from flows.curate import filter_operators
+    from flows.passes import filter_operators
     from operators.base import OperatorChain
     from operators.reader import reader_for
 
@@ -118,7 +118,7 @@ def single_process_run(config_file: Path) -> tuple[pa.Table, dict[str, str], dic
     other on all documents at once in this process (in-batch exact and MinHash dedup). Returns the final
     documents, every drop's reason by id, and each stage's (docs in, docs out)."""
     from flows.config import load_config
-    from flows.curate import filter_operators
+    from flows.passes import filter_operators
     from operators.base import OperatorChain, split_dropped
     from operators.exact_dedup import ExactDedup
     from operators.minhash_dedup import MinHashDedup

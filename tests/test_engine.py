@@ -120,3 +120,59 @@ def test_a_stage_builds_its_worker_once_per_process_not_per_unit(ray_local, tmp_
     assert len(list(builds.iterdir())) == len(pids) <= 2  # ray_local has 2 CPUs: at most 2 processes
     texts = pq.read_table(stage_files(tmp_path / "run", "shards", "count")).column("text").to_pylist()
     assert sorted(texts) == sorted(units)
+
+
+def test_a_cold_worker_builds_the_curate_pass_without_prefect_or_torch(tmp_path):
+    """What a Ray worker unpickles for the first pass imports neither Prefect (the flow modules' 1.2 s) nor
+    torch (spaCy's thinc probes it: 1.5 s), yet its word tokenizer splits as datatrove's does."""
+    import subprocess
+    import sys
+
+    from ray import cloudpickle
+
+    from flows.config import Inputs, RunConfig
+    from flows.passes import read_filter_worker
+
+    make_worker = functools.partial(read_filter_worker, RunConfig(inputs=Inputs(paths=[str(tmp_path)])), {})
+    (tmp_path / "worker.pkl").write_bytes(cloudpickle.dumps(make_worker))
+    code = ("import pickle, sys\n"
+            f"worker = pickle.loads(open({str(tmp_path / 'worker.pkl')!r}, 'rb').read())()\n"
+            "from operators.spacy_tokens import load_word_tokenizer\n"
+            "print(load_word_tokenizer('en').word_tokenize(\"Hello, world! It's 3.5km, e.g. U.S.\"))\n"
+            "print(sorted(name for name in ('prefect', 'torch') if name in sys.modules))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          cwd=Path(__file__).parents[1])
+    words, loaded = done.stdout.strip().splitlines()
+    from datatrove.utils.word_tokenizers import load_word_tokenizer
+
+    assert words == str(load_word_tokenizer("en").word_tokenize("Hello, world! It's 3.5km, e.g. U.S."))
+    assert loaded == "[]"
+
+
+def test_a_fresh_cli_process_runs_its_flow_on_the_server_it_started_and_stops_it(tmp_path):
+    """start_services in a process that has not imported Prefect: the flow runs against the temporary server
+    started as a subprocess (Prefect's own server modules never load here), and the server is gone at exit."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from flows.engine import start_services\n"
+            "with start_services(num_cpus=1):\n"
+            "    from prefect import flow, get_client\n"
+            "    from prefect.settings import PREFECT_API_URL\n"
+            "    answer, url = flow(name='answer')(lambda: 42)(), PREFECT_API_URL.value()\n"
+            "    with get_client(sync_client=True) as client:\n"
+            "        runs = [run.name for run in client.read_flows()]\n"
+            "from flows.engine import TemporaryPrefectServer\n"
+            "import gc\n"
+            "server = next(o for o in gc.get_objects() if isinstance(o, TemporaryPrefectServer))\n"
+            "print(answer, url == server.api_url, 'answer' in runs,\n"
+            "      'prefect.server.api.server' in sys.modules, server.process.pid)\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "RAY_ADDRESS")}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300,
+                          cwd=Path(__file__).parents[1])
+    assert done.returncode == 0, done.stderr
+    answer, ours, recorded, server_modules, pid = done.stdout.split()
+    assert (answer, ours, recorded, server_modules) == ("42", "True", "True", "False")
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(pid), 0)

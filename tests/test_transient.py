@@ -16,7 +16,7 @@ from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeou
 from reader_inputs import jsonl_records, write_jsonl
 
 from flows.engine import UnitsFailed, run_stage
-from flows.ingest import ReadWorker
+from flows.passes import ReadWorker
 from operators.read_jsonl import JsonlReader
 from operators.reader import TransientInputError, is_transient
 from storage.catalog import open_catalog, query

@@ -25,14 +25,16 @@ def run(
     """Run the whole pipeline from one config: curate, then cluster, score, select, mixture experiment."""
     from flows.config import ConfigError, load_config
     from flows.engine import RunMismatch, start_services
+    from flows.passes import warm_up
     from flows.pipeline import PipelineConfig, pipeline
     from operators.reader import expand_inputs
 
     try:
         pipeline_config = load_config(config, PipelineConfig)
         expand_inputs(pipeline_config.inputs.paths)  # before the flow starts: one line, not Prefect's traceback
-        start_services(ray_address or pipeline_config.ray.address, pipeline_config.ray.num_cpus)
-        pipeline(config=pipeline_config, out=out, ray_address=ray_address, progress=progress)
+        with start_services(ray_address or pipeline_config.ray.address, pipeline_config.ray.num_cpus, warm_up,
+                            (pipeline_config,)):
+            pipeline(config=pipeline_config, out=out, ray_address=ray_address, progress=progress)
     except (ConfigError, RunMismatch, FileNotFoundError) as error:  # what the user can fix: bad config or paths
         fail(error)
     print_summary(out)
@@ -52,13 +54,14 @@ def ingest(
 ) -> None:
     """Read inputs into Parquet shards (`<out>/shards/ingest`), quarantine what cannot be read."""
     from flows.engine import start_services
-    from flows.ingest import ingest as ingest_flow
     from operators.reader import expand_inputs
 
     expand_inputs(list(inputs))  # a missing input or unknown format is one line before the flow starts
-    start_services(ray_address)
-    ingest_flow(inputs=list(inputs), out=str(out), ray_address=ray_address, text_key=text_key, id_key=id_key,
-                max_doc_bytes=int(max_doc_mb * 2**20), unit_bytes=int(unit_mb * 2**20), restart=restart)
+    with start_services(ray_address):
+        from flows.ingest import ingest as ingest_flow  # Prefect's import, after its server's start
+
+        ingest_flow(inputs=list(inputs), out=str(out), ray_address=ray_address, text_key=text_key, id_key=id_key,
+                    max_doc_bytes=int(max_doc_mb * 2**20), unit_bytes=int(unit_mb * 2**20), restart=restart)
     print_summary(out)
     typer.echo(f"\nQuery it: mixforge sql {out} \"SELECT count(*) FROM docs\"")
 
