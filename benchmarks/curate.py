@@ -35,6 +35,7 @@ import threading
 import time
 import unicodedata
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -209,21 +210,56 @@ def time_flow(size: int) -> None:
         print(f"FLOW {run_ours(work / 'input', work / 'out', 1)[0]}", flush=True)
 
 
-def cold_starts(folder: Path, work: Path, cores: int) -> tuple[float, float]:
+def cold_starts(folder: Path, work: Path, cores: int, repeats: int = 3) -> list[list[float]]:
     """What a user waits for from a cold start, each in a fresh process: `mixforge curate` on `folder` (Python
     imports, Ray's and Prefect's temporary server's start-ups, the workers' first imports and model loads, the
-    run, the summary), and datatrove's same pipelines on it: (our wall seconds, datatrove's)."""
+    run, the summary); the same with a Prefect server already running (PREFECT_API_URL, as for a scheduled
+    deployment); and datatrove's same pipelines on it. Each `repeats` times, in turn (fresh processes vary with
+    what the page cache still holds): [our wall seconds, ours with a server, datatrove's] per repeat."""
     config = work / "cold.yaml"
     config.write_text(json.dumps({"inputs": {"paths": [str(folder)]}, "ray": {"num_cpus": cores},
                                   "tokenize": {"count_before_filters": False}}))  # JSON is YAML
+    curate = [str(Path(sys.executable).with_name("mixforge")), "curate", str(config), "--no-progress", "--out"]
+    datatrove = [sys.executable, __file__, "--time-datatrove", str(folder), "--cores", str(cores)]
     walls = []
-    for command in ([str(Path(sys.executable).with_name("mixforge")), "curate", str(config), "--out",
-                     str(work / "cold"), "--no-progress"],
-                    [sys.executable, __file__, "--time-datatrove", str(folder), "--cores", str(cores)]):
-        start = time.perf_counter()
-        subprocess.run(command, capture_output=True, text=True, check=True)
-        walls.append(time.perf_counter() - start)
-    return walls[0], walls[1]
+    with prefect_server(work / "prefect-home") as api_url:
+        with_server = {**os.environ, "PREFECT_API_URL": api_url}
+        for repeat in range(repeats):
+            walls.append([timed(curate + [str(work / f"cold-{repeat}")]),
+                          timed(curate + [str(work / f"cold-server-{repeat}")], with_server), timed(datatrove)])
+    return walls
+
+
+def timed(command: list[str], env: dict[str, str] | None = None) -> float:
+    start = time.perf_counter()
+    subprocess.run(command, capture_output=True, text=True, check=True, env=env)
+    return time.perf_counter() - start
+
+
+@contextlib.contextmanager
+def prefect_server(home: Path) -> Iterator[str]:
+    """`prefect server start` on a free port with its own database, until the block ends: its API URL."""
+    import socket
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    server = subprocess.Popen([str(Path(sys.executable).with_name("prefect")), "server", "start", "--host",
+                               "127.0.0.1", "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    api_url = f"http://127.0.0.1:{port}/api"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and server.poll() is None:
+            with contextlib.suppress(OSError), urllib.request.urlopen(f"{api_url}/health", timeout=2):
+                break
+            time.sleep(0.5)
+        yield api_url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 def time_datatrove(folder: Path, cores: int) -> None:
@@ -363,6 +399,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", help="document counts to time the flow at")
     parser.add_argument("--cores", type=int, default=os.cpu_count())
     parser.add_argument("--no-datatrove", action="store_true", help="time the flow only (no comparison)")
+    parser.add_argument("--cold-only", action="store_true", help="only the cold starts (fresh processes)")
     parser.add_argument("--time-flow", type=int, metavar="DOCS", help=argparse.SUPPRESS)  # ray_overhead's child
     parser.add_argument("--time-datatrove", type=Path, metavar="DIR", help=argparse.SUPPRESS)  # cold_starts' child
     args = parser.parse_args()
@@ -370,6 +407,8 @@ def main() -> None:
         return time_flow(args.time_flow)
     if args.time_datatrove:
         return time_datatrove(args.time_datatrove, args.cores)
+    if args.cold_only:
+        return print_cold_starts(args.cores)
     sizes = args.sizes or ([10_000, 100_000, 1_000_000] if args.full else [10_000])
 
     import ray
@@ -413,12 +452,18 @@ def main() -> None:
           f"{alone:.1f} s with the same passes run in one process (MIXFORGE_IN_PROCESS=1): "
           f"{with_ray / alone - 1:+.1%}.")
     if not args.no_datatrove:
-        with tempfile.TemporaryDirectory(prefix="mixforge-bench-cold-") as tmp:
-            make_corpus(FIXED_DOCS, Path(tmp) / "input")
-            ours, theirs = cold_starts(Path(tmp) / "input", Path(tmp), args.cores)
-        print(f"Cold start, each in a fresh process on {FIXED_DOCS} documents: `mixforge curate` takes {ours:.1f} s "
-              f"(imports, Ray and Prefect's temporary server starting together, the run, the summary), datatrove's "
-              f"pipelines {theirs:.1f} s.")
+        print_cold_starts(args.cores)
+
+
+def print_cold_starts(cores: int) -> None:
+    with tempfile.TemporaryDirectory(prefix="mixforge-bench-cold-") as tmp:
+        make_corpus(FIXED_DOCS, Path(tmp) / "input")
+        walls = cold_starts(Path(tmp) / "input", Path(tmp), cores)
+    ours, with_server, theirs = (f"{np.median(times):.1f} s ({min(times):.1f}-{max(times):.1f})"
+                                 for times in zip(*walls, strict=True))
+    print(f"Cold start, each in a fresh process on {FIXED_DOCS} documents, median (range) of {len(walls)}: `mixforge "
+          f"curate` takes {ours} (imports, Ray and Prefect's temporary server starting together, the run, the "
+          f"summary), {with_server} with a Prefect server running (PREFECT_API_URL); datatrove's pipelines {theirs}.")
 
 
 def report(size: int, cores: int, ours: tuple, theirs: tuple) -> None:
