@@ -94,43 +94,45 @@ def start_services(address: str | None = None, num_cpus: int | None = None,
 
     A cold `mixforge curate` waits for three start-ups, done together here instead of one after the other:
     Prefect's temporary API server (when no PREFECT_API_URL names a server), Ray (init_ray) and, with an
-    embedded Ray, each worker's first loads: `warm_up(*warm_up_args)` runs once per CPU, so every worker process
-    has its models before the flow's first task. Called before Prefect is imported, the server is started
-    as a subprocess first of all (TemporaryPrefectServer), while this process imports Prefect and starts
-    Ray; in a process that has imported Prefect already (a test, a notebook) Prefect's own temporary server
-    is started, or reused, in a thread. A warm-up that fails is ignored (the pass that needs it fails with its
-    own error), and a server that does not start is left to Prefect, which starts its own or says why not.
+    embedded Ray, each worker's first loads: `warm_up(*warm_up_args)` runs once per CPU, in the background
+    until the context ends, so the flow's first tasks find workers with their models loaded while the flow
+    itself starts. Called before Prefect is imported, the server is started as a subprocess first of all
+    (TemporaryPrefectServer), while this process starts Ray and imports Prefect; in a process that has
+    imported Prefect already (a test, a notebook) Prefect's own temporary server is started, or reused. A
+    warm-up that fails is ignored (the pass that needs it fails with its own error), and a server that does
+    not start is left to Prefect, which starts its own or says why not.
     Measured on 2 cores (benchmarks/README.md): a cold `mixforge curate` on 100 documents took 41 s with the
     start-ups one after the other and the workers loading in the flow, 12.7 s so.
     """
     server = None if "prefect" in sys.modules else TemporaryPrefectServer.spawn()
+    init_ray(address, num_cpus)
+    warming = None
+    if warm_up is not None and not in_process() and not (address or os.environ.get("RAY_ADDRESS")):
+        warming = threading.Thread(target=_warm_workers, args=(warm_up, warm_up_args), name="warm-up", daemon=True)
+        warming.start()
     from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED, temporary_settings
 
     wanted = not PREFECT_API_URL.value() and PREFECT_SERVER_EPHEMERAL_ENABLED.value()
-    if server is not None and not wanted:
+    if server is not None and (not wanted or not server.wait()):
         server.stop()
         server = None
-    prefects_own = None
     if server is None and wanted:
-        prefects_own = threading.Thread(target=_start_prefects_own_server, name="prefect-server-start",
-                                        daemon=True)
-        prefects_own.start()
+        _start_prefects_own_server()
     try:
-        init_ray(address, num_cpus)
-        if warm_up is not None and not in_process() and not (address or os.environ.get("RAY_ADDRESS")):
-            import ray
-
-            with contextlib.suppress(Exception):
-                for _ in fan_out(warm_up, [warm_up_args] * int(ray.cluster_resources().get("CPU", 1))):
-                    pass
+        with temporary_settings(updates={PREFECT_API_URL: server.api_url}) if server else contextlib.nullcontext():
+            yield
     finally:
-        if prefects_own is not None:
-            prefects_own.join()
-    if server is not None and not server.wait():
-        server.stop()
-        server = None
-    with temporary_settings(updates={PREFECT_API_URL: server.api_url}) if server else contextlib.nullcontext():
-        yield
+        if warming is not None:
+            warming.join()
+
+
+def _warm_workers(warm_up: Callable[..., object], args: tuple) -> None:
+    """warm_up(*args) once per CPU of the (embedded) cluster; a failure is the pass's to report."""
+    import ray
+
+    with contextlib.suppress(Exception):
+        for _ in fan_out(warm_up, [args] * int(ray.cluster_resources().get("CPU", 1))):
+            pass
 
 
 def _start_prefects_own_server() -> None:
