@@ -203,9 +203,13 @@ def worker(approach: str, n_merges: int, langs: list[str], sample_bytes: int) ->
         words = {name: merges.words(texts) for name, texts in samples.items()}
         dumps = {name: reference_counts(merges, w, n_merges) for name, w in words.items()}
         counted = time.perf_counter() - started
-        denoms = {name: float(sum(len(t.encode("utf-8")) for t in texts)) for name, texts in samples.items()}
+        # the reference's `pairs` denominator (its released-tokenizer runs; ours too), then byte shares
+        denoms = {name: float(sum(dump[0].values())) for name, dump in dumps.items()}
         merge_list = list(zip(merges.left[:n_merges].tolist(), merges.right[:n_merges].tolist(), strict=True))
-        shares = reference_solve(merge_list, dumps, denoms)
+        weights = reference_solve(merge_list, dumps, denoms)
+        size = {name: sum(len(t.encode("utf-8")) for t in texts) / denoms[name] for name, texts in samples.items()}
+        total = sum(weights[name] * size[name] for name in weights)
+        shares = {name: weights[name] * size[name] / total for name in weights}
         seconds = {"count": counted, "solve": time.perf_counter() - started - counted}
     return {"shares": shares, "count_s": seconds["count"], "solve_s": seconds["solve"],
             "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base_mb}

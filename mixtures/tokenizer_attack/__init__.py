@@ -10,7 +10,7 @@ Pipeline as in the reference: merges + the tokenizer's own pre-tokenization (mer
 samples (samples.py; the paper uses 1 GB per category, here `sample_bytes` is the knob and
 docs/tokenizer-inference.md reports its effect), pair counts for the first `n_merges` merges, the LP over
 merges `first_merge` onward (the paper's Llama 3 analysis starts after the 100K merges it shares with
-cl100k_base).
+cl100k_base); counts are normalised by each sample's pairs before `first_merge` (solver.py says why).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class MixtureEstimate:
 
     tokenizer: str
     proportions: dict[str, float]
-    slack: float  # LP objective: sum of step and pair slacks (counts of a mean-sized sample)
+    slack: float  # LP objective: sum of step and pair slacks (counts of a sample with the mean pair count)
     step_slack: float
     pair_slack: float
     n_merges: int  # merges applied

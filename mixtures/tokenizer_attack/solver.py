@@ -4,22 +4,31 @@ As the reference's `run_solver.py::lazy_optimize` (Hayase et al. 2024, §3): var
 weights alpha (alpha >= 0, sum 1), a slack v_t >= 0 per merge step and a slack v_p >= 0 per pair; for
 the pair m_t merged at step t and any other pair p present then,
 
-    sum_k alpha_k (c_t,k(m_t) - c_t,k(p)) / b_k + v_t + v_p >= 0,
+    sum_k alpha_k (c_t,k(m_t) - c_t,k(p)) / d_k + v_t + v_p >= 0,
 
-c_t,k the counts in category k's sample before merge t, b_k its size; minimise sum v_t + sum v_p.
-With b_k the sample's bytes, alpha is the byte share of each category in the tokenizer's training data
-(the reference's `byte_count` normalisation). Steps whose merge no category's sample contains give no
-constraint (the reference's `missing_merges`).
+c_t,k the counts in category k's sample before merge t, d_k its sample's pair count before the first
+constrained merge; minimise sum v_t + sum v_p. Normalising by pairs (the reference's `pairs` denominator,
+which its released-tokenizer solutions use) rather than bytes keeps the slack comparable across mixtures
+when constraints start late: after Llama 3's first 100,000 merges an English sample has 0.012 pairs per
+byte left and an Arabic one 0.22, so with byte normalisation putting all weight on English makes every
+count, and so every violation, small, and the LP's optimum is that degenerate corner (100% handbook English
+on Llama 3's extension). The LP's weights are converted back to byte shares of the training data,
+w_k ~ alpha_k b_k / d_k with b_k the sample's bytes. Steps whose merge no category's sample contains give
+no constraint (the reference's `missing_merges`).
 
 Only violated constraints are added, a round at a time, then the LP is solved again, until the
 solution violates none. Finding them is where this differs from the reference, which sweeps the merges
 with a priority queue and adds the top 10 competitors per step until 100 are new: here every pair's
 count history is a list of segments with constant counts, its value under the current alpha is one
-sparse product, and each segment's worst step (lowest threshold in its range) comes from a range-
-minimum table over the steps' thresholds, all vectorised; a round adds, per step, the `per_step`
-most violated of those (the reference's competitor batch of 10), at most `max_add` in all, most
-violated first. Any violated constraint is a valid cut, so the fixed point is the same LP optimum.
-After each solve the cuts with positive slack are dropped (they are found again if they become violated).
+sparse product, and two searches find violated cuts, vectorised: each segment's worst step (lowest
+threshold in its range, from a range-minimum table), and each step's strongest competing segments
+(from a range-maximum "stabbing" table). The first is what matters when pairs live briefly (from-scratch
+merge lists); the second when many pairs span thousands of steps (an extension such as Llama 3's, where
+the first search finds the same few worst steps for every pair, about 4 steps per round). A round adds,
+per step, the `per_step` most violated cuts (the reference's competitor batch of 10), at most `max_add`
+in all, most violated first. Any violated constraint is a valid cut, so the fixed point is the same LP
+optimum. After each solve the cuts with positive slack are dropped (they are found again if they become
+violated).
 """
 
 from __future__ import annotations
@@ -32,14 +41,19 @@ import scipy.sparse as sp
 from mixtures.tokenizer_attack.pair_counts import PairHistory
 
 PER_STEP = 10  # competitors added per step and round (the reference's competitor_batch_size)
-MAX_ADD = 2000  # constraints added per round
+MAX_ADD = 20_000  # constraints added per round (2,000: cl100k_base 30k merges not converged in 500 rounds)
 MAX_ROUNDS = 500
 DEPTH = 4  # levels of worst-step search per segment and round
+STAB_PASSES = 3  # strongest competitors sought per step and round (each pass excludes the segments found)
 TOLERANCE = 1e-6  # violations below this (in counts of a mean-sized sample) are not violations
 
 
 class SolverError(RuntimeError):
     """HiGHS did not solve the LP."""
+
+
+class NoPairsError(ValueError):
+    """A category's sample has no pairs left before the first constrained merge (every word is one token)."""
 
 
 @dataclass
@@ -55,11 +69,24 @@ class LPSolution:
     history: list[dict] = field(default_factory=list)
 
 
+def pairs_before(history: PairHistory, step: int) -> np.ndarray:
+    """Each category's pair count before merge `step` (the sum of its count changes up to then)."""
+    return np.asarray(history.deltas[np.flatnonzero(history.event_step <= step)].sum(axis=0)).ravel()
+
+
 def solve(history: PairHistory, *, first_step: int = 0, per_step: int = PER_STEP, max_add: int = MAX_ADD,
-          max_rounds: int = MAX_ROUNDS, tol: float = TOLERANCE, depth: int = DEPTH) -> LPSolution:
-    """The LP's optimum over merges `first_step` .. n_steps - 1 (earlier merges only shape the counts)."""
+          max_rounds: int = MAX_ROUNDS, tol: float = TOLERANCE, depth: int = DEPTH,
+          stab_passes: int = STAB_PASSES) -> LPSolution:
+    """The LP's optimum over merges `first_step` .. n_steps - 1 (earlier merges only shape the counts);
+    alpha as byte shares."""
     K, T = len(history.categories), history.n_steps
-    scale = history.n_bytes.mean() / history.n_bytes  # counts of a mean-sized sample
+    pairs = pairs_before(history, first_step)
+    if (pairs <= 0).any():
+        empty = [name for name, n in zip(history.categories, pairs, strict=True) if n <= 0]
+        raise NoPairsError(f"no pairs left before merge {first_step} in the sample of {', '.join(empty)}: "
+                           f"every word is one token by then, so it says nothing about later merges")
+    scale = pairs.mean() / pairs  # counts of a sample with the mean pair count
+    to_bytes = history.n_bytes / pairs
     deltas = (history.deltas @ sp.diags(scale)).tocsr()
     pair = history.event_pair
     start = history.pair_start
@@ -90,13 +117,17 @@ def solve(history: PairHistory, *, first_step: int = 0, per_step: int = PER_STEP
     n_pairs = len(history.pair_keys)
     pair_column = np.full(n_pairs, -1)
     v_step, v_pair = np.zeros(T), np.zeros(n_pairs)
-    solution = LPSolution(alpha, 0.0, 0.0, 0.0, 0, 0, False, int(active.sum()))
+    solution = LPSolution(alpha * to_bytes / (alpha * to_bytes).sum(), 0.0, 0.0, 0.0, 0, 0, False, int(active.sum()))
     for round_ in range(max_rounds):
         value = _segment_values(deltas @ alpha, pair, start)
         threshold = np.where(active, merged_counts @ alpha + v_step, np.inf)
         candidates = np.flatnonzero((value > tol) & (hi > lo))
-        events, worst, violation = _violated(threshold, value - v_pair[pair], candidates, lo, hi, tol, depth)
-        fresh = ~np.isin(worst * n_pairs + pair[events], have)  # only LP tolerance keeps these violated
+        competitor = value - v_pair[pair]
+        found = [_violated(threshold, competitor, candidates, lo, hi, tol, depth),
+                 _strongest(threshold, competitor, candidates, lo, hi, tol, stab_passes)]
+        events, worst, violation = (np.concatenate(parts) for parts in zip(*found, strict=True))
+        keys, first = np.unique(worst * n_pairs + pair[events], return_index=True)
+        fresh = first[~np.isin(keys, have)]  # found twice: once; in the LP already: only its tolerance
         events, worst, violation = events[fresh], worst[fresh], violation[fresh]
         pick = _top_per_step(worst, violation, per_step, max_add)
         if not len(pick):
@@ -114,8 +145,9 @@ def solve(history: PairHistory, *, first_step: int = 0, per_step: int = PER_STEP
         alpha /= alpha.sum()
         v_step = np.where(step_column >= 0, x[step_column], 0.0)
         v_pair = np.where(pair_column >= 0, x[pair_column], 0.0)
-        solution = LPSolution(alpha, float(v_step.sum() + v_pair.sum()), float(v_step.sum()), float(v_pair.sum()),
-                              round_ + 1, len(have), False, int(active.sum()), solution.history)
+        shares = alpha * to_bytes
+        solution = LPSolution(shares / shares.sum(), float(v_step.sum() + v_pair.sum()), float(v_step.sum()),
+                              float(v_pair.sum()), round_ + 1, len(have), False, int(active.sum()), solution.history)
         solution.history.append({"round": round_ + 1, "added": int(len(pick)), "objective": solution.objective})
     return solution
 
@@ -156,6 +188,49 @@ def _violated(threshold: np.ndarray, competitor: np.ndarray, events: np.ndarray,
     if not found:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
     return tuple(np.concatenate(parts) for parts in zip(*found, strict=True))
+
+
+def _strongest(threshold: np.ndarray, competitor: np.ndarray, events: np.ndarray, lo: np.ndarray,
+               hi: np.ndarray, tol: float, passes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Violated (event, step) cuts: at each step the segment covering it with the largest competitor value,
+    then the next largest without those found, `passes` times."""
+    found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    for _ in range(passes):
+        if not len(events):
+            break
+        best = _stab_max(lo[events], hi[events], competitor[events], len(threshold))
+        steps = np.flatnonzero(best >= 0)
+        hits = events[best[steps]]
+        violation = competitor[hits] - threshold[steps]
+        hit = violation > tol * (1 + np.abs(threshold[steps]))
+        found.append((hits[hit], steps[hit], violation[hit]))
+        events = np.setdiff1d(events, hits[hit], assume_unique=True)
+        if not hit.any():
+            break
+    if not found:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
+    return tuple(np.concatenate(parts) for parts in zip(*found, strict=True))
+
+
+def _stab_max(lo: np.ndarray, hi: np.ndarray, score: np.ndarray, n: int) -> np.ndarray:
+    """For each step in [0, n), the index of the highest-scoring non-empty [lo, hi) covering it, or -1: each
+    range is written at the two power-of-two blocks that cover it (a sparse table), then pushed down."""
+    order = np.argsort(score, kind="stable")
+    rank = np.empty(len(order), np.int64)
+    rank[order] = np.arange(len(order))
+    level = np.floor(np.log2(hi - lo)).astype(np.int64)
+    top = int(level.max(initial=0))
+    table = [np.full(n - (1 << j) + 1, -1, np.int64) for j in range(top + 1)]
+    for j in np.unique(level):
+        sel = np.flatnonzero(level == j)
+        np.maximum.at(table[j], lo[sel], rank[sel])
+        np.maximum.at(table[j], hi[sel] - (1 << j), rank[sel])
+    for j in range(top, 0, -1):
+        block, half = table[j], 1 << (j - 1)
+        below = table[j - 1]
+        np.maximum(below[:len(block)], block, out=below[:len(block)])
+        np.maximum(below[half:half + len(block)], block, out=below[half:half + len(block)])
+    return np.where(table[0] >= 0, order[table[0].clip(min=0)], -1)
 
 
 class _MinTable:
