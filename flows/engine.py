@@ -78,13 +78,18 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         os.environ.setdefault("RAY_DATA_LOG_LEVEL", "ERROR")
         logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)
     level = logging.INFO if verbose else logging.ERROR
-    address = address or os.environ.get("RAY_ADDRESS") or None
+    address = _cluster_address(address)
     with contextlib.nullcontext() if verbose else _without_ray_startup_notice():
         if address:
             ray.init(address=address, log_to_driver=False, logging_level=level)
         else:
             ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
                      logging_level=level)
+
+
+def _cluster_address(address: str | None = None) -> str | None:
+    """The Ray cluster to join: `address`, else RAY_ADDRESS; None means an embedded local Ray."""
+    return address or os.environ.get("RAY_ADDRESS") or None
 
 
 @contextlib.contextmanager
@@ -102,12 +107,12 @@ def start_services(address: str | None = None, num_cpus: int | None = None,
     warm-up that fails is ignored (the pass that needs it fails with its own error), and a server that does
     not start is left to Prefect, which starts its own or says why not.
     Measured on 2 cores (benchmarks/README.md): a cold `mixforge curate` on 100 documents took 41 s with the
-    start-ups one after the other and the workers loading in the flow, 12.7 s so.
+    start-ups one after the other and the workers loading in the flow, 12.4 s so.
     """
     server = None if "prefect" in sys.modules else TemporaryPrefectServer.spawn()
     init_ray(address, num_cpus)
     warming = None
-    if warm_up is not None and not in_process() and not (address or os.environ.get("RAY_ADDRESS")):
+    if warm_up is not None and not in_process() and _cluster_address(address) is None:
         warming = threading.Thread(target=_warm_workers, args=(warm_up, warm_up_args), name="warm-up", daemon=True)
         warming.start()
     from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED, temporary_settings

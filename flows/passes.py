@@ -75,7 +75,8 @@ def read_filter_worker(config: RunConfig, reader_options: dict) -> ReadWorker:
 def warm_up(config: RunConfig) -> None:
     """Load in this worker process what the curate passes load on their first documents (spaCy and its English
     pipeline, language ID's model, the token encoding), before the run needs them: flows.engine.start_services
-    runs it on every worker while Prefect's server starts. Every operator sees the text, dropped or not."""
+    runs it on every worker while Prefect's server and then the flow start. Every operator sees the text,
+    dropped or not."""
     batch = pa.table({"id": ["warm-up"], "text": pa.array([WARM_UP_TEXT], pa.large_string())})
     for operator in filter_operators(config):
         operator.process(batch)
