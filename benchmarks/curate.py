@@ -14,7 +14,7 @@ ratio ours/datatrove at each size up to 100k, peak memory (RSS of the process an
 flow's time at each size to show linear time and flat memory, and Ray's own overhead: the flow with one CPU
 through Ray against the same passes run in one process (MIXFORGE_IN_PROCESS=1), each in a fresh process; last,
 the cold start a user waits for: `mixforge curate` on 100 documents in a fresh process against datatrove's
-pipelines in a fresh process.
+pipelines in a fresh process, and the same command with a Prefect server and a Ray head kept running.
 
     python benchmarks/curate.py            # quick (default): 10k documents, ~5 min on 2 cores (datatrove ~2 min)
     python benchmarks/curate.py --sizes 10000 100000 --no-datatrove
@@ -66,6 +66,8 @@ from datatrove.pipeline.filters import (
 )
 from datatrove.pipeline.readers import ParquetReader
 from datatrove.pipeline.writers import ParquetWriter
+
+from mixforge.local_cluster import free_port, loopback_cluster
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = Path(os.environ.get("MIXFORGE_SAMPLE_CORPUS", REPO / "data" / "sample"))
@@ -210,23 +212,32 @@ def time_flow(size: int) -> None:
         print(f"FLOW {run_ours(work / 'input', work / 'out', 1)[0]}", flush=True)
 
 
-def cold_starts(folder: Path, work: Path, cores: int, repeats: int = 3) -> list[list[float]]:
-    """What a user waits for from a cold start, each in a fresh process: `mixforge curate` on `folder` (Python
-    imports, Ray's and Prefect's temporary server's start-ups, the workers' first imports and model loads, the
-    run, the summary); the same with a Prefect server already running (PREFECT_API_URL, as for a scheduled
-    deployment); and datatrove's same pipelines on it. Each `repeats` times, in turn (fresh processes vary with
-    what the page cache still holds): [our wall seconds, ours with a server, datatrove's] per repeat."""
+def cold_starts(folder: Path, work: Path, cores: int, repeats: int = 3) -> dict[str, list[float]]:
+    """What a user waits for from a cold start, each in a fresh process, `repeats` times in turn (fresh processes
+    vary with what the page cache still holds): `mixforge curate` on `folder` (Python imports, Ray's and
+    Prefect's temporary server's start-ups, the workers' first imports and model loads, the run, the summary)
+    next to datatrove's same pipelines on it, with nothing else running; then the same command with a Prefect
+    server running (PREFECT_API_URL, as for a scheduled deployment), and with a Prefect server and a Ray head
+    running (PREFECT_API_URL and RAY_ADDRESS, as on a cluster or a workstation that keeps them up). Wall
+    seconds per case."""
     config = work / "cold.yaml"
     config.write_text(json.dumps({"inputs": {"paths": [str(folder)]}, "ray": {"num_cpus": cores},
                                   "tokenize": {"count_before_filters": False}}))  # JSON is YAML
     curate = [str(Path(sys.executable).with_name("mixforge")), "curate", str(config), "--no-progress", "--out"]
     datatrove = [sys.executable, __file__, "--time-datatrove", str(folder), "--cores", str(cores)]
-    walls = []
+    walls: dict[str, list[float]] = defaultdict(list)
+    for repeat in range(repeats):
+        walls["embedded"].append(timed(curate + [str(work / f"cold-{repeat}")]))
+        walls["datatrove"].append(timed(datatrove))
     with prefect_server(work / "prefect-home") as api_url:
         with_server = {**os.environ, "PREFECT_API_URL": api_url}
         for repeat in range(repeats):
-            walls.append([timed(curate + [str(work / f"cold-{repeat}")]),
-                          timed(curate + [str(work / f"cold-server-{repeat}")], with_server), timed(datatrove)])
+            walls["server"].append(timed(curate + [str(work / f"cold-server-{repeat}")], with_server))
+        with loopback_cluster(nodes=1, cpus_per_node=cores) as head:
+            with_both = {**with_server, "RAY_ADDRESS": head.address,
+                         **{key: head.env[key] for key in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}}
+            for repeat in range(repeats):
+                walls["both"].append(timed(curate + [str(work / f"cold-both-{repeat}")], with_both))
     return walls
 
 
@@ -239,12 +250,9 @@ def timed(command: list[str], env: dict[str, str] | None = None) -> float:
 @contextlib.contextmanager
 def prefect_server(home: Path) -> Iterator[str]:
     """`prefect server start` on a free port with its own database, until the block ends: its API URL."""
-    import socket
     import urllib.request
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     server = subprocess.Popen([str(Path(sys.executable).with_name("prefect")), "server", "start", "--host",
                                "127.0.0.1", "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
@@ -459,11 +467,13 @@ def print_cold_starts(cores: int) -> None:
     with tempfile.TemporaryDirectory(prefix="mixforge-bench-cold-") as tmp:
         make_corpus(FIXED_DOCS, Path(tmp) / "input")
         walls = cold_starts(Path(tmp) / "input", Path(tmp), cores)
-    ours, with_server, theirs = (f"{np.median(times):.1f} s ({min(times):.1f}-{max(times):.1f})"
-                                 for times in zip(*walls, strict=True))
-    print(f"Cold start, each in a fresh process on {FIXED_DOCS} documents, median (range) of {len(walls)}: `mixforge "
-          f"curate` takes {ours} (imports, Ray and Prefect's temporary server starting together, the run, the "
-          f"summary), {with_server} with a Prefect server running (PREFECT_API_URL); datatrove's pipelines {theirs}.")
+    embedded, theirs, with_server, with_both = (f"{np.median(walls[case]):.1f} s ({min(walls[case]):.1f}-"
+                                                f"{max(walls[case]):.1f})"
+                                                for case in ("embedded", "datatrove", "server", "both"))
+    print(f"Cold start, each in a fresh process on {FIXED_DOCS} documents, median (range) of {len(walls['embedded'])}: "
+          f"`mixforge curate` takes {embedded} (imports, Ray and Prefect's temporary server starting together, the "
+          f"run, the summary), {with_server} with a Prefect server running (PREFECT_API_URL), {with_both} with a "
+          f"Prefect server and a Ray head running (and RAY_ADDRESS); datatrove's pipelines {theirs}.")
 
 
 def report(size: int, cores: int, ours: tuple, theirs: tuple) -> None:

@@ -78,42 +78,67 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         os.environ.setdefault("RAY_DATA_LOG_LEVEL", "ERROR")
         logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)
     level = logging.INFO if verbose else logging.ERROR
-    address = _cluster_address(address)
+    address = address or os.environ.get("RAY_ADDRESS")  # neither: an embedded local Ray
     with contextlib.nullcontext() if verbose else _without_ray_startup_notice():
         if address:
-            ray.init(address=address, log_to_driver=False, logging_level=level)
+            try:
+                ray.init(address=address, log_to_driver=False, logging_level=level)
+            except ConnectionError as error:  # `ray start` turns token authentication on; only "auto" finds it
+                if address == "auto" or os.environ.get("RAY_AUTH_MODE"):
+                    raise
+                raise ConnectionError(f"{error}; if the cluster was started with `ray start`, set RAY_AUTH_MODE="
+                                      "token (the token is RAY_AUTH_TOKEN, else ~/.ray/auth_token) or use "
+                                      "RAY_ADDRESS=auto on its head node") from error
         else:
             ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
                      logging_level=level)
+    atexit.unregister(_shutdown_ray)  # once, and after Ray's own atexit shutdown so that it runs before it
+    atexit.register(_shutdown_ray)
 
 
-def _cluster_address(address: str | None = None) -> str | None:
-    """The Ray cluster to join: `address`, else RAY_ADDRESS; None means an embedded local Ray."""
-    return address or os.environ.get("RAY_ADDRESS") or None
+def _shutdown_ray() -> None:
+    """ray.shutdown at exit, less two waits that buy nothing here (a cold CLI run's exit: 1.75 s before, about 1.0 s
+    now, measured on 2 cores): Ray's own atexit shutdown first sleeps 0.5 s for log lines to reach the driver
+    (none do: log_to_driver=False), and an embedded Ray's autoscaler monitor, which has nothing to autoscale
+    and does not exit on the SIGTERM ray.shutdown sends, is waited on for 1 s before the kill: it is killed
+    first. Ray 2.60's node object is private: a Ray without one is left to the plain shutdown."""
+    import ray
+    from ray._private import ray_constants
+
+    node = getattr(ray._private.worker, "_global_node", None)
+    with contextlib.suppress(AttributeError, OSError, subprocess.TimeoutExpired):
+        for process_info in node.all_processes.get(ray_constants.PROCESS_TYPE_MONITOR, []):
+            process_info.process.kill()
+            process_info.process.wait(timeout=5)
+    ray.shutdown()
 
 
 @contextlib.contextmanager
 def start_services(address: str | None = None, num_cpus: int | None = None,
-                   warm_up: Callable[..., object] | None = None, warm_up_args: tuple = ()) -> Iterator[None]:
+                   warm_up: Callable[..., object] | None = None, warm_up_args: tuple = (),
+                   warm_workers: int | None = None) -> Iterator[None]:
     """Ray, Prefect's API and warm Ray workers for the flow run inside this context; the CLI's way into a flow.
 
     A cold `mixforge curate` waits for three start-ups, done together here instead of one after the other:
-    Prefect's temporary API server (when no PREFECT_API_URL names a server), Ray (init_ray) and, with an
-    embedded Ray, each worker's first loads: `warm_up(*warm_up_args)` runs once per CPU, in the background
-    until the context ends, so the flow's first tasks find workers with their models loaded while the flow
-    itself starts. Called before Prefect is imported, the server is started as a subprocess first of all
-    (TemporaryPrefectServer), while this process starts Ray and imports Prefect; in a process that has
-    imported Prefect already (a test, a notebook) Prefect's own temporary server is started, or reused. A
-    warm-up that fails is ignored (the pass that needs it fails with its own error), and a server that does
-    not start is left to Prefect, which starts its own or says why not.
-    Measured on 2 cores (benchmarks/README.md): a cold `mixforge curate` on 100 documents took 41 s with the
-    start-ups one after the other and the workers loading in the flow, 12.4 s so.
+    Prefect's temporary API server (when no PREFECT_API_URL names a server), Ray (init_ray) and the workers'
+    first loads: `warm_up(*warm_up_args)` runs once per CPU, or on `warm_workers` at most (the first pass's
+    units: more would load models into workers the run never uses; Ray gives a task the idle worker used
+    last, so the warm ones get the work), in the background until the context ends, so the flow's first tasks
+    find workers with their models loaded while the flow itself starts. Called before Prefect is imported,
+    the server is started as a subprocess first of all (TemporaryPrefectServer), while this process starts
+    Ray and imports Prefect; in a process that has imported Prefect already (a test, a notebook) Prefect's
+    own temporary server is started, or reused. A warm-up that fails is ignored (the pass that needs it fails
+    with its own error), and a server that does not start is left to Prefect, which starts its own or says
+    why not. Measured on 2 cores (benchmarks/README.md): a cold `mixforge curate` on 100 documents took 41 s
+    with the start-ups one after the other and the workers loading in the flow, 12-15 s so, and about 10 s
+    with a Ray head and a Prefect server kept running (RAY_ADDRESS, PREFECT_API_URL).
     """
     server = None if "prefect" in sys.modules else TemporaryPrefectServer.spawn()
     init_ray(address, num_cpus)
     warming = None
-    if warm_up is not None and not in_process() and _cluster_address(address) is None:
-        warming = threading.Thread(target=_warm_workers, args=(warm_up, warm_up_args), name="warm-up", daemon=True)
+    if warm_up is not None and not in_process():
+        warming = threading.Thread(target=_warm_workers, args=(warm_up, warm_up_args, warm_workers), name="warm-up",
+                                   daemon=True)
         warming.start()
     from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED, temporary_settings
 
@@ -123,20 +148,24 @@ def start_services(address: str | None = None, num_cpus: int | None = None,
         server = None
     if server is None and wanted:
         _start_prefects_own_server()
+    # heartbeats tell a lasting server that a run crashed; this server ends with the run, and the flow's end
+    # waits up to 1 s (0.5 s on average) for the heartbeat thread's sleep
+    ours = {PREFECT_API_URL: server.api_url, "flows.heartbeat_frequency": None} if server else None
     try:
-        with temporary_settings(updates={PREFECT_API_URL: server.api_url}) if server else contextlib.nullcontext():
+        with temporary_settings(updates=ours) if ours else contextlib.nullcontext():
             yield
     finally:
         if warming is not None:
             warming.join()
 
 
-def _warm_workers(warm_up: Callable[..., object], args: tuple) -> None:
-    """warm_up(*args) once per CPU of the (embedded) cluster; a failure is the pass's to report."""
+def _warm_workers(warm_up: Callable[..., object], args: tuple, at_most: int | None) -> None:
+    """warm_up(*args) once per CPU of the cluster, `at_most` times; a failure is the pass's to report."""
     import ray
 
     with contextlib.suppress(Exception):
-        for _ in fan_out(warm_up, [args] * int(ray.cluster_resources().get("CPU", 1))):
+        workers = int(ray.cluster_resources().get("CPU", 1))
+        for _ in fan_out(warm_up, [args] * max(1, min(workers, at_most or workers))):
             pass
 
 

@@ -15,7 +15,7 @@ from flows.config import RunConfig
 from flows.engine import ShardWorker, StagedChain
 from operators.base import Operator, StageStats, split_dropped
 from operators.dup_clusters import DedupResult
-from operators.reader import reader_for, split_unit
+from operators.reader import expand_inputs, plan_units, reader_for, split_unit
 from operators.tokenize import Tokenize
 from storage.shards import ShardWriter
 
@@ -81,6 +81,15 @@ def warm_up(config: RunConfig) -> None:
     for operator in filter_operators(config):
         operator.process(batch)
     Tokenize(encoding=config.tokenize.encoding, threads=1)
+
+
+def warm_up_workers(config: RunConfig) -> int | None:
+    """How many workers the first pass can keep busy: its units, as the flow will plan them (None when the
+    inputs cannot be planned now: a hint, so any failure is left to the flow, which reports it)."""
+    try:
+        return len(plan_units(expand_inputs(config.inputs.paths), config.inputs.unit_bytes))
+    except Exception:
+        return None
 
 
 class FinalWorker(ShardWorker):

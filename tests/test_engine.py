@@ -20,10 +20,13 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
+from flows.config import RunConfig
 from flows.engine import run_stage
 from flows.ingest import ingest
+from flows.passes import warm_up_workers
 from mixforge.cli import app
 from operators.base import StageStats
+from operators.reader import plan_units
 from storage.manifest import load_manifest
 from storage.shards import RunMismatch, ShardWriter, keep_or_restart, stage_files
 
@@ -96,6 +99,17 @@ def test_big_files_split_across_workers_equal_the_unsplit_run(big_inputs, ray_lo
     assert [{k: v for k, v in c.items() if k != "seconds"} for c in counts][0] == \
         [{k: v for k, v in c.items() if k != "seconds"} for c in counts][1]
 
+
+
+def test_the_warm_up_is_sized_to_the_first_passs_units(big_inputs, tmp_path):
+    """start_services warms as many workers as the first pass has units: parts of big files count, and inputs
+    that cannot be planned leave the count to the cluster (the flow reports them)."""
+    def count(paths: list[str], unit_bytes: int) -> int | None:
+        return warm_up_workers(RunConfig.model_validate({"inputs": {"paths": paths, "unit_bytes": unit_bytes}}))
+
+    assert count(big_inputs[2:], 1 << 30) == 1
+    assert count(big_inputs[:1], 300_000) == len(plan_units(big_inputs[:1], 300_000)) >= 3
+    assert count([str(tmp_path / "missing.jsonl")], 1 << 30) is None
 
 
 def test_a_stage_builds_its_worker_once_per_process_not_per_unit(ray_local, tmp_path):

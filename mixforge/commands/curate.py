@@ -25,13 +25,14 @@ def curate(
     """Read, language-ID, filter, dedup and tokenize the config's inputs into `<out>/shards/tokenize`."""
     from flows.config import ConfigError, load_config
     from flows.engine import RunMismatch, start_services
-    from flows.passes import warm_up
+    from flows.passes import warm_up, warm_up_workers
     from operators.reader import expand_inputs
 
     try:
         run_config = load_config(config)
         expand_inputs(run_config.inputs.paths)  # before the flow starts: one line, not Prefect's traceback
-        with start_services(ray_address or run_config.ray.address, run_config.ray.num_cpus, warm_up, (run_config,)):
+        with start_services(ray_address or run_config.ray.address, run_config.ray.num_cpus, warm_up, (run_config,),
+                            warm_workers=warm_up_workers(run_config)):
             from flows.curate import curate as curate_flow  # Prefect's import, after its server's start
 
             curate_flow(config=run_config, out=out, ray_address=ray_address, progress=progress, restart=restart)

@@ -25,7 +25,7 @@ def run(
     """Run the whole pipeline from one config: curate, then cluster, score, select, mixture experiment."""
     from flows.config import ConfigError, load_config
     from flows.engine import RunMismatch, start_services
-    from flows.passes import warm_up
+    from flows.passes import warm_up, warm_up_workers
     from flows.pipeline import PipelineConfig, pipeline
     from operators.reader import expand_inputs
 
@@ -33,7 +33,7 @@ def run(
         pipeline_config = load_config(config, PipelineConfig)
         expand_inputs(pipeline_config.inputs.paths)  # before the flow starts: one line, not Prefect's traceback
         with start_services(ray_address or pipeline_config.ray.address, pipeline_config.ray.num_cpus, warm_up,
-                            (pipeline_config,)):
+                            (pipeline_config,), warm_workers=warm_up_workers(pipeline_config)):
             pipeline(config=pipeline_config, out=out, ray_address=ray_address, progress=progress)
     except (ConfigError, RunMismatch, FileNotFoundError) as error:  # what the user can fix: bad config or paths
         fail(error)
