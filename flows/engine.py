@@ -116,12 +116,12 @@ def _shutdown_ray() -> None:
 @contextlib.contextmanager
 def start_services(address: str | None = None, num_cpus: int | None = None,
                    warm_up: Callable[..., object] | None = None, warm_up_args: tuple = (),
-                   warm_workers: int | None = None) -> Iterator[None]:
+                   warm_workers: Callable[[], int | None] | None = None) -> Iterator[None]:
     """Ray, Prefect's API and warm Ray workers for the flow run inside this context; the CLI's way into a flow.
 
     A cold `mixforge curate` waits for three start-ups, done together here instead of one after the other:
     Prefect's temporary API server (when no PREFECT_API_URL names a server), Ray (init_ray) and the workers'
-    first loads: `warm_up(*warm_up_args)` runs once per CPU, or on `warm_workers` at most (the first pass's
+    first loads: `warm_up(*warm_up_args)` runs once per CPU, or on `warm_workers()` at most (the first pass's
     units: more would load models into workers the run never uses; Ray gives a task the idle worker used
     last, so the warm ones get the work), in the background until the context ends, so the flow's first tasks
     find workers with their models loaded while the flow itself starts. Called before Prefect is imported,
@@ -159,13 +159,15 @@ def start_services(address: str | None = None, num_cpus: int | None = None,
             warming.join()
 
 
-def _warm_workers(warm_up: Callable[..., object], args: tuple, at_most: int | None) -> None:
-    """warm_up(*args) once per CPU of the cluster, `at_most` times; a failure is the pass's to report."""
+def _warm_workers(warm_up: Callable[..., object], args: tuple, at_most: Callable[[], int | None] | None) -> None:
+    """warm_up(*args) once per CPU of the cluster, at_most() times at most (asked here, in the background:
+    planning remote inputs takes requests); a failure is the pass's to report."""
     import ray
 
     with contextlib.suppress(Exception):
         workers = int(ray.cluster_resources().get("CPU", 1))
-        for _ in fan_out(warm_up, [args] * max(1, min(workers, at_most or workers))):
+        limit = at_most() if at_most else None
+        for _ in fan_out(warm_up, [args] * max(1, min(workers, limit or workers))):
             pass
 
 

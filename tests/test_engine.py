@@ -165,13 +165,18 @@ def test_a_cold_worker_builds_the_curate_pass_without_prefect_or_torch(tmp_path)
 
 def test_a_fresh_cli_process_runs_its_flow_on_the_server_it_started_and_stops_it(tmp_path):
     """start_services in a process that has not imported Prefect: the flow runs against the temporary server
-    started as a subprocess (Prefect's own server modules never load here), and the server is gone at exit."""
+    started as a subprocess (Prefect's own server modules never load here), and the server is gone at exit;
+    the warm-up ran on as many workers as warm_workers() said, not on every CPU."""
     import subprocess
     import sys
 
     code = ("import sys\n"
             "from flows.engine import start_services\n"
-            "with start_services(num_cpus=1):\n"
+            "def mark(folder):\n"
+            "    import pathlib, uuid\n"
+            "    pathlib.Path(folder, uuid.uuid4().hex).touch()\n"
+            f"with start_services(num_cpus=2, warm_up=mark, warm_up_args=({str(tmp_path)!r},),\n"
+            "                    warm_workers=lambda: 1):\n"
             "    from prefect import flow, get_client\n"
             "    from prefect.settings import PREFECT_API_URL\n"
             "    answer, url = flow(name='answer')(lambda: 42)(), PREFECT_API_URL.value()\n"
@@ -188,5 +193,6 @@ def test_a_fresh_cli_process_runs_its_flow_on_the_server_it_started_and_stops_it
     assert done.returncode == 0, done.stderr
     answer, ours, recorded, server_modules, pid = done.stdout.split()
     assert (answer, ours, recorded, server_modules) == ("42", "True", "True", "False")
+    assert len(list(tmp_path.iterdir())) == 1  # one warm-up call, of the two CPUs
     with pytest.raises(ProcessLookupError):
         os.kill(int(pid), 0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import typer
@@ -32,7 +33,7 @@ def curate(
         run_config = load_config(config)
         expand_inputs(run_config.inputs.paths)  # before the flow starts: one line, not Prefect's traceback
         with start_services(ray_address or run_config.ray.address, run_config.ray.num_cpus, warm_up, (run_config,),
-                            warm_workers=warm_up_workers(run_config)):
+                            warm_workers=functools.partial(warm_up_workers, run_config)):
             from flows.curate import curate as curate_flow  # Prefect's import, after its server's start
 
             curate_flow(config=run_config, out=out, ray_address=ray_address, progress=progress, restart=restart)
