@@ -45,6 +45,7 @@ MAX_ADD = 20_000  # constraints added per round (2,000: cl100k_base 30k merges n
 MAX_ROUNDS = 500
 DEPTH = 4  # levels of worst-step search per segment and round
 STAB_PASSES = 3  # strongest competitors sought per step and round (each pass excludes the segments found)
+ROW_CAP = 2  # rows kept, in columns, before degenerate cuts are dropped too (see _IncrementalLP.purge)
 TOLERANCE = 1e-6  # violations below this (in counts of a mean-sized sample) are not violations
 
 
@@ -283,6 +284,7 @@ class _IncrementalLP:
         self.h.setOptionValue("presolve", "off")  # keeps the last basis: a re-solve is a warm dual simplex
         self.h.setOptionValue("solver", "simplex")
         self.inf = highspy.kHighsInf
+        self.basic = highspy.HighsBasisStatus.kBasic
         self.K = n_categories
         self.h.addCols(self.K, np.zeros(self.K), np.zeros(self.K), np.ones(self.K), 0,
                        np.zeros(self.K, np.int32), np.zeros(0, np.int32), np.zeros(0))
@@ -309,9 +311,17 @@ class _IncrementalLP:
     def purge(self, tol: float) -> None:
         """Drop the cuts with positive slack (basic rows, not binding; the basis stays valid): the LP keeps
         only the rows that hold the optimum, so each simplex iteration stays cheap (2.5x faster on cl100k_base,
-        10,000 merges). A dropped cut that becomes violated again is found and added again."""
+        10,000 merges). A dropped cut that becomes violated again is found and added again. Degenerate cuts
+        (basic at zero slack) pile up (581,000 rows by the end on o200k_base, 30,000 merges, 22 categories, each
+        solve 3-5 s), so once the rows kept outnumber ROW_CAP times the columns the basic ones go too: 1.8x less
+        CPU in all on that case (352 s against 627 s), the same optimum. Dropping every basic row at every
+        round instead stalls: cuts cycle out and back in (not converged in 500 rounds)."""
         value = np.array(self.h.getSolution().row_value)[1:]
-        drop = np.flatnonzero(value > tol)
+        drop = value > tol
+        if len(value) - drop.sum() > ROW_CAP * self.n_cols:
+            drop |= np.fromiter((status == self.basic for status in self.h.getBasis().row_status[1:]), bool,
+                                len(value))
+        drop = np.flatnonzero(drop)
         if len(drop):
             self.h.deleteRows(len(drop), (drop + 1).astype(np.int32))
             self.row_keys = np.delete(self.row_keys, drop)
