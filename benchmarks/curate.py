@@ -234,8 +234,7 @@ def cold_starts(folder: Path, work: Path, cores: int, repeats: int = 3) -> dict[
         for repeat in range(repeats):
             walls["server"].append(timed(curate + [str(work / f"cold-server-{repeat}")], with_server))
         with loopback_cluster(nodes=1, cpus_per_node=cores) as head:
-            with_both = {**with_server, "RAY_ADDRESS": head.address,
-                         **{key: head.env[key] for key in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}}
+            with_both = {**with_server, "RAY_ADDRESS": head.address, **head.auth_env}
             for repeat in range(repeats):
                 walls["both"].append(timed(curate + [str(work / f"cold-both-{repeat}")], with_both))
     return walls

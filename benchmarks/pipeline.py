@@ -73,8 +73,7 @@ def ray_setup(name: str) -> Iterator[tuple[dict[str, str], list[str], float]]:
         return
     start = time.perf_counter()
     with loopback_cluster(nodes=shape[0], cpus_per_node=shape[1]) as cluster:
-        auth = {k: cluster.env[k] for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
-        yield auth, ["--ray-address", cluster.address], time.perf_counter() - start
+        yield cluster.auth_env, ["--ray-address", cluster.address], time.perf_counter() - start
 
 
 def run_pipeline(config: Path, out: Path, env: dict[str, str], args: list[str]) -> dict:

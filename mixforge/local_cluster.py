@@ -42,6 +42,11 @@ class LoopbackCluster:
     env: dict[str, str]
     nodes: list[subprocess.Popen]
 
+    @property
+    def auth_env(self) -> dict[str, str]:
+        """The variables a driver needs to join (the cluster's token), to add to its environment."""
+        return {key: self.env[key] for key in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
+
     def worker_processes(self, name_part: str) -> dict[int, list[psutil.Process]]:
         """Node index -> that node's Ray worker processes whose command line or title contains `name_part`
         (Ray titles an actor's process after its class, e.g. `ray::MapWorker(MapBatches(_UnitRunner))`)."""

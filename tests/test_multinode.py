@@ -76,7 +76,7 @@ def run_command(config: Path, out: Path, address: str | None = None) -> list[str
 
 
 def cluster_env(cluster: LoopbackCluster, run_env: dict[str, str]) -> dict[str, str]:
-    return {**run_env, **{k: cluster.env[k] for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}}
+    return {**run_env, **cluster.auth_env}
 
 
 @contextlib.contextmanager
