@@ -229,11 +229,15 @@ class TemporaryPrefectServer:
                 self.process.wait()
 
 
+RAY_STARTUP_NOISE = ("Set ray log level from environment variable", "Failed to get cluster ID from GCS server")
+
+
 @contextlib.contextmanager
 def _without_ray_startup_notice() -> Iterator[None]:
     """Ray's C++ logger announces "Set ray log level from environment variable" on the process's stderr
-    (file descriptor 2, below Python) while the core worker starts, whatever the level it sets: catch what
-    fd 2 gets during ray.init and pass on every other line."""
+    (file descriptor 2, below Python) while the core worker starts, whatever the level it sets, and its GCS
+    client logs every retry of a connection that fails (one line a second for about 20 s; ray.init's error
+    then says it failed): catch what fd 2 gets during ray.init and pass on every other line."""
     import sys
     import tempfile
 
@@ -249,7 +253,7 @@ def _without_ray_startup_notice() -> Iterator[None]:
             os.close(saved)
             caught.seek(0)
             for line in caught.read().decode(errors="replace").splitlines(keepends=True):
-                if "Set ray log level from environment variable" not in line:
+                if not any(noise in line for noise in RAY_STARTUP_NOISE):
                     sys.stderr.write(line)
 
 

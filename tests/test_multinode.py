@@ -198,6 +198,18 @@ def name_of(process: psutil.Process) -> str:
     return STRAGGLER if name in AGENT_TITLES or starting else name
 
 
+def test_a_driver_without_the_clusters_token_gets_one_line_naming_the_fix(cluster, config_file, run_env, tmp_path):
+    """A `ray start` cluster wants its token: joining it by address without one fails with one line (none of
+    the GCS client's retry lines) that says to set RAY_AUTH_MODE=token, and nothing is written."""
+    env = {k: v for k, v in run_env.items() if not k.startswith("RAY_AUTH")}
+    done = subprocess.run(run_command(config_file, tmp_path / "run", cluster.address), env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 1
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ConnectionError") and "RAY_AUTH_MODE=token" in lines[0]
+    assert not (tmp_path / "run" / "shards").exists()
+
+
 def test_two_node_run_with_killed_workers_equals_the_embedded_run(cluster, config_file, reference, run_env,
                                                                   tmp_path):
     """`mixforge run --ray-address` on the 2-node cluster; once the filter stage has completed some units but
