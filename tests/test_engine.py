@@ -196,3 +196,37 @@ def test_a_fresh_cli_process_runs_its_flow_on_the_server_it_started_and_stops_it
     assert len(list(tmp_path.iterdir())) == 1  # one warm-up call, of the two CPUs
     with pytest.raises(ProcessLookupError):
         os.kill(int(pid), 0)
+
+
+def test_a_stage_waits_for_the_warm_up_and_runs_on_the_warm_worker(tmp_path):
+    """A stage started while start_services' warm-up still runs waits for it, so its one unit goes to the
+    worker that warmed up rather than to a cold one that would load the same models again; with
+    PREFECT_API_URL set no temporary Prefect server is started (the flow reports to that one)."""
+    import subprocess
+    import sys
+
+    code = ("import gc, json, os, time\n"
+            "from flows.engine import ShardWorker, TemporaryPrefectServer, run_stage, start_services\n"
+            "from operators.base import StageStats\n"
+            "def warm(folder):\n"
+            "    import os, pathlib, time\n"
+            "    time.sleep(3)\n"
+            "    pathlib.Path(folder, 'warm').write_text(f'{os.getpid()} {time.time()}')\n"
+            "class Unit:\n"
+            "    def __call__(self, rank, path, writer):\n"
+            "        import os, pathlib, time\n"
+            "        pathlib.Path(path).write_text(f'{os.getpid()} {time.time()}')\n"
+            "        return {'unit': StageStats(docs_in=1, docs_out=1)}\n"
+            f"folder = {str(tmp_path)!r}\n"
+            "with start_services(num_cpus=2, warm_up=warm, warm_up_args=(folder,), warm_workers=lambda: 1):\n"
+            "    run_stage('unit', [os.path.join(folder, 'unit')], os.path.join(folder, 'run'), Unit, progress=False)\n"
+            "print(any(isinstance(o, TemporaryPrefectServer) for o in gc.get_objects()))\n")
+    env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "PREFECT_API_URL": "http://127.0.0.1:9/api"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300,
+                          cwd=Path(__file__).parents[1])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False"]
+    warm_pid, warm_end = (tmp_path / "warm").read_text().split()
+    unit_pid, unit_start = (tmp_path / "unit").read_text().split()
+    assert unit_pid == warm_pid
+    assert float(unit_start) >= float(warm_end)
