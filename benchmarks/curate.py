@@ -35,7 +35,6 @@ import threading
 import time
 import unicodedata
 from collections import defaultdict
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -67,7 +66,8 @@ from datatrove.pipeline.filters import (
 from datatrove.pipeline.readers import ParquetReader
 from datatrove.pipeline.writers import ParquetWriter
 
-from mixforge.local_cluster import free_port, loopback_cluster
+from mixforge.local_cluster import free_port
+from mixforge.services import prefect_api, prefect_server, stop
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = Path(os.environ.get("MIXFORGE_SAMPLE_CORPUS", REPO / "data" / "sample"))
@@ -217,26 +217,35 @@ def cold_starts(folder: Path, work: Path, cores: int, repeats: int = 3) -> dict[
     vary with what the page cache still holds): `mixforge curate` on `folder` (Python imports, Ray's and
     Prefect's temporary server's start-ups, the workers' first imports and model loads, the run, the summary)
     next to datatrove's same pipelines on it, with nothing else running; then the same command with a Prefect
-    server running (PREFECT_API_URL, as for a scheduled deployment), and with a Prefect server and a Ray head
-    running (PREFECT_API_URL and RAY_ADDRESS, as on a cluster or a workstation that keeps them up). Wall
-    seconds per case."""
+    server running (PREFECT_API_URL, as for a scheduled deployment), and after `mixforge up` (a Ray head and a
+    Prefect server kept up, as on a workstation; a cluster has both too). Wall seconds per case."""
     config = work / "cold.yaml"
     config.write_text(json.dumps({"inputs": {"paths": [str(folder)]}, "ray": {"num_cpus": cores},
                                   "tokenize": {"count_before_filters": False}}))  # JSON is YAML
     curate = [str(Path(sys.executable).with_name("mixforge")), "curate", str(config), "--no-progress", "--out"]
     datatrove = [sys.executable, __file__, "--time-datatrove", str(folder), "--cores", str(cores)]
     walls: dict[str, list[float]] = defaultdict(list)
+    alone = {**os.environ, "MIXFORGE_SERVICES": str(work / "no-services.json")}  # not the services of a `mixforge up`
     for repeat in range(repeats):
-        walls["embedded"].append(timed(curate + [str(work / f"cold-{repeat}")]))
+        walls["embedded"].append(timed(curate + [str(work / f"cold-{repeat}")], alone))
         walls["datatrove"].append(timed(datatrove))
-    with prefect_server(work / "prefect-home") as api_url:
-        with_server = {**os.environ, "PREFECT_API_URL": api_url}
+    home, port = {**alone, "PREFECT_HOME": str(work / "prefect-home")}, free_port()
+    server = prefect_server(port, work / "prefect-server.log", home)  # a free port: one started here
+    try:
+        with_server = {**home, "PREFECT_API_URL": prefect_api(port)}
         for repeat in range(repeats):
             walls["server"].append(timed(curate + [str(work / f"cold-server-{repeat}")], with_server))
-        with loopback_cluster(nodes=1, cpus_per_node=cores) as head:
-            with_both = {**with_server, "RAY_ADDRESS": head.address, **head.auth_env}
-            for repeat in range(repeats):
-                walls["both"].append(timed(curate + [str(work / f"cold-both-{repeat}")], with_both))
+    finally:
+        stop(server)
+    mixforge = str(Path(sys.executable).with_name("mixforge"))
+    with_up = {**home, "MIXFORGE_SERVICES": str(work / "services.json")}  # what `mixforge up` records
+    subprocess.run([mixforge, "up", "--cpus", str(cores), "--prefect-port", str(free_port())], env=with_up,
+                   check=True, capture_output=True)
+    try:
+        for repeat in range(repeats):
+            walls["both"].append(timed(curate + [str(work / f"cold-both-{repeat}")], with_up))
+    finally:
+        subprocess.run([mixforge, "down"], env=with_up, check=True, capture_output=True)
     return walls
 
 
@@ -244,29 +253,6 @@ def timed(command: list[str], env: dict[str, str] | None = None) -> float:
     start = time.perf_counter()
     subprocess.run(command, capture_output=True, text=True, check=True, env=env)
     return time.perf_counter() - start
-
-
-@contextlib.contextmanager
-def prefect_server(home: Path) -> Iterator[str]:
-    """`prefect server start` on a free port with its own database, until the block ends: its API URL."""
-    import urllib.request
-
-    port = free_port()
-    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-    server = subprocess.Popen([str(Path(sys.executable).with_name("prefect")), "server", "start", "--host",
-                               "127.0.0.1", "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-    api_url = f"http://127.0.0.1:{port}/api"
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and server.poll() is None:
-            with contextlib.suppress(OSError), urllib.request.urlopen(f"{api_url}/health", timeout=2):
-                break
-            time.sleep(0.5)
-        yield api_url
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def time_datatrove(folder: Path, cores: int) -> None:

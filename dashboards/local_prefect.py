@@ -13,21 +13,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-DEFAULT_PORT = 4200
-START_TIMEOUT_S = 120  # the server's first start creates its database: 15-25 s here, more on a busy machine
 EXPERIMENT_FLOW = "mixture_experiment"
-
-
-class LocalPrefectError(RuntimeError):
-    """The local server or the served deployment did not come up; the message says why and where the log is."""
 
 
 def deployment_name(run_dir: Path) -> str:
@@ -59,15 +51,6 @@ def serve(run_dir: Path) -> None:
                              tags=["mixforge", "ui"], entrypoint_type=EntrypointType.MODULE_PATH)
 
 
-def api_healthy(api: str) -> bool:
-    import httpx
-
-    try:
-        return httpx.get(f"{api}/health", timeout=2).json() is True
-    except (httpx.HTTPError, ValueError):
-        return False
-
-
 def deployment_ready(api: str, name: str) -> bool:
     import httpx
 
@@ -78,11 +61,6 @@ def deployment_ready(api: str, name: str) -> bool:
         return False
 
 
-def port_taken(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
 def _die_with_parent() -> None:
     """In the child: get SIGTERM when the parent dies (Linux), so a killed `mixforge ui` leaves no server."""
     if sys.platform.startswith("linux"):
@@ -91,39 +69,20 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def _start(command: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
+def _serve_process(run_dir: Path, log: Path, env: dict[str, str]) -> subprocess.Popen:
     with log.open("ab") as out:
-        return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+        return subprocess.Popen([sys.executable, "-m", "dashboards.local_prefect", str(Path(run_dir).resolve())],
+                                stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
                                 preexec_fn=_die_with_parent)
-
-
-def stop(process: subprocess.Popen, timeout_s: float = 20) -> None:
-    """SIGTERM the process and everything in its session, SIGKILL after `timeout_s`."""
-    if process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout_s)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-
-
-def _wait(ready: Callable[[], bool], process: subprocess.Popen, what: str, log: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while not ready():
-        if process.poll() is not None:
-            raise LocalPrefectError(f"{what} exited with status {process.returncode}; its log: {log}")
-        if time.monotonic() > deadline:
-            raise LocalPrefectError(f"{what} was not ready after {START_TIMEOUT_S} s; its log: {log}")
-        time.sleep(0.5)
 
 
 @contextmanager
 def local_prefect(run_dir: Path, port: int, log_dir: Path, echo: Callable[[str], None]) -> Iterator[str]:
     """A Prefect server on 127.0.0.1:`port` (reused if one answers there) serving `mixture_experiment` for
-    `run_dir`; yields its API URL and stops, on exit, what it started."""
-    api = f"http://127.0.0.1:{port}/api"
+    `run_dir`; yields its API URL and stops, on exit, what it started (ServiceError: what did not start)."""
+    from mixforge.services import api_healthy, prefect_api, prefect_server, stop, wait_until
+
+    api = prefect_api(port)
     env = {**os.environ, "PREFECT_API_URL": api, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     log_dir.mkdir(parents=True, exist_ok=True)
     started: list[subprocess.Popen] = []
@@ -131,25 +90,18 @@ def local_prefect(run_dir: Path, port: int, log_dir: Path, echo: Callable[[str],
         if api_healthy(api):
             echo(f"Prefect: reusing the server at {api}")
         else:
-            if port_taken(port):
-                raise LocalPrefectError(f"port {port} on 127.0.0.1 is taken by something that is not a Prefect "
-                                        "server: choose another with --prefect-port")
             echo(f"Prefect: starting a local server at {api} (log: {log_dir / 'prefect-server.log'}) ...")
-            server_env = {k: v for k, v in env.items() if k != "PREFECT_API_URL"}
-            started.append(_start([str(Path(sys.executable).with_name("prefect")), "server", "start", "--host",
-                                   "127.0.0.1", "--port", str(port)], log_dir / "prefect-server.log", server_env))
-            _wait(lambda: api_healthy(api), started[-1], "the Prefect server", log_dir / "prefect-server.log")
+            started.extend(filter(None, [prefect_server(port, log_dir / "prefect-server.log", env, _die_with_parent)]))
         name = deployment_name(run_dir)
-        started.append(_start([sys.executable, "-m", "dashboards.local_prefect", str(Path(run_dir).resolve())],
-                              log_dir / "serve.log", env))
-        _wait(lambda: deployment_ready(api, name), started[-1], f"serving {EXPERIMENT_FLOW}/{name}",
-              log_dir / "serve.log")
+        started.append(_serve_process(run_dir, log_dir / "serve.log", env))
+        wait_until(lambda: deployment_ready(api, name), started[-1], f"serving {EXPERIMENT_FLOW}/{name}",
+                   log_dir / "serve.log")
         echo(f"Prefect: serving {EXPERIMENT_FLOW}/{name} (UI: {api.removesuffix('/api')}; log: "
              f"{log_dir / 'serve.log'})")
         yield api
     finally:
         for process in reversed(started):
-            stop(process)
+            stop(process, grace=20)
 
 
 if __name__ == "__main__":

@@ -130,8 +130,8 @@ def start_services(address: str | None = None, num_cpus: int | None = None,
     own temporary server is started, or reused. A warm-up that fails is ignored (the pass that needs it fails
     with its own error), and a server that does not start is left to Prefect, which starts its own or says
     why not. Measured on 2 cores (benchmarks/README.md): a cold `mixforge curate` on 100 documents took 41 s
-    with the start-ups one after the other and the workers loading in the flow, 12-15 s so, and about 10 s
-    with a Ray head and a Prefect server kept running (RAY_ADDRESS, PREFECT_API_URL).
+    with the start-ups one after the other and the workers loading in the flow, 12-15 s so, and about 9 s
+    with a Ray head and a Prefect server kept running (`mixforge up`, or RAY_ADDRESS and PREFECT_API_URL).
     """
     configured = os.environ.get("PREFECT_API_URL")  # needs no temporary server (a profile's URL: Prefect's check)
     server = None if "prefect" in sys.modules or configured else TemporaryPrefectServer.spawn()

@@ -76,17 +76,19 @@ def loopback_cluster(nodes: int = 2, cpus_per_node: int = 1,
     env.pop("RAY_ADDRESS", None)
     common = ["--node-ip-address", "127.0.0.1", "--num-cpus", str(cpus_per_node),
               "--object-store-memory", str(object_store_bytes)]
-    started = [_start_node(["--head", "--port", str(port), "--include-dashboard=false",
+    started = [start_node(["--head", "--port", str(port), "--include-dashboard=false",
                             "--ray-client-server-port", str(free_port()), "--temp-dir", temp_dir, *common], env)]
     address = f"127.0.0.1:{port}"
     try:
-        _wait_for_nodes(address, env, 1)
-        started.extend(_start_node(["--address", address, *common], env) for _ in range(nodes - 1))
+        wait_for_nodes(address, env, 1)
+        started.extend(start_node(["--address", address, *common], env) for _ in range(nodes - 1))
         if nodes > 1:
-            _wait_for_nodes(address, env, nodes)
+            wait_for_nodes(address, env, nodes)
         yield LoopbackCluster(address=address, env=env, nodes=started)
     finally:
-        _stop(started)
+        stop_trees([node.pid for node in started])
+        for node in started:
+            node.wait()
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
@@ -105,16 +107,23 @@ def prefect_api_url() -> str:
     return server.api_url
 
 
-def _start_node(args: list[str], env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen([RAY, "start", "--block", *args], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+def start_node(args: list[str], env: dict[str, str], log: Path | None = None) -> subprocess.Popen:
+    """`ray start --block ARGS` in its own session (so it outlives a parent that exits), its output to `log`."""
+    with open(log or os.devnull, "ab") as out:
+        return subprocess.Popen([RAY, "start", "--block", *args], env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
 
 
-def _wait_for_nodes(address: str, env: dict[str, str], expected: int, timeout: float = 90) -> None:
+def wait_for_nodes(address: str, env: dict[str, str], expected: int, timeout: float = 90,
+                   head: subprocess.Popen | None = None) -> None:
+    """Wait until the cluster at `address` has `expected` live nodes; TimeoutError when time runs out or the
+    `head` process ends first."""
     probe = (f"import ray; ray.init(address='{address}', log_to_driver=False); "
              "print(sum(1 for n in ray.nodes() if n['Alive']))")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if head is not None and head.poll() is not None:
+            raise TimeoutError(f"the Ray head at {address} exited with status {head.returncode}")
         result = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True,
                                 timeout=60)
         if result.returncode == 0 and result.stdout.strip().splitlines()[-1:] == [str(expected)]:
@@ -123,14 +132,14 @@ def _wait_for_nodes(address: str, env: dict[str, str], expected: int, timeout: f
     raise TimeoutError(f"Ray cluster at {address} did not reach {expected} live nodes in {timeout:.0f} s")
 
 
-def _stop(nodes: list[subprocess.Popen], grace: float = 2) -> None:
-    """Stop `ray start --block` nodes and everything they started (only these, unlike `ray stop`): SIGTERM to
-    the nodes, SIGKILL to whatever of their trees is left after `grace` seconds. (Ray's graceful shutdown of
-    a node that ran Ray Data takes well over 10 s here; a throwaway cluster need not wait for it.)"""
+def stop_trees(pids: list[int], grace: float = 2) -> None:
+    """Stop these processes and everything they started (only these, unlike `ray stop`): SIGTERM to each,
+    SIGKILL to whatever of their trees is left after `grace` seconds. (Ray's graceful shutdown of a node that
+    ran Ray Data takes well over 10 s here; a throwaway cluster need not wait for it.)"""
     trees = []
-    for node in nodes:
+    for pid in pids:
         with contextlib.suppress(psutil.NoSuchProcess):
-            root = psutil.Process(node.pid)
+            root = psutil.Process(pid)
             trees.extend([root, *root.children(recursive=True)])
             root.terminate()
     deadline = time.monotonic() + grace
@@ -139,8 +148,6 @@ def _stop(nodes: list[subprocess.Popen], grace: float = 2) -> None:
     for process in filter(is_alive, trees):
         with contextlib.suppress(psutil.NoSuchProcess):
             process.kill()
-    for node in nodes:
-        node.wait()
 
 
 def is_alive(process: psutil.Process) -> bool:

@@ -38,6 +38,8 @@ QUIET_ENVIRONMENT = {
     "TRANSFORMERS_VERBOSITY": "error",  # the distiller's load report ("UNEXPECTED" keys: position_ids)
 }
 
+SERVICE_COMMANDS = ("up", "down")  # they start and stop the services the other commands use
+
 RayAddress = Annotated[str | None, typer.Option(
     "--ray-address", envvar="RAY_ADDRESS",
     help="Ray cluster to run on, e.g. ray://head:10001 or head:6379 (default: the config's, else an embedded "
@@ -50,6 +52,7 @@ Restart = Annotated[bool, typer.Option(
 
 
 def global_options(
+    ctx: typer.Context,
     debug: bool = typer.Option(False, "--debug", help="Show the traceback behind an error message."),
     verbose: bool = typer.Option(False, "--verbose", help="Show every log line of Ray, Prefect and the models, "
                                                           "warnings included (default: progress and summary)."),
@@ -64,6 +67,10 @@ def global_options(
             os.environ.setdefault(name, value)
         for name in ("prefect.flow_runs", "prefect.task_runs"):
             logging.getLogger(name).addFilter(_reported_by_the_cli)
+    if ctx.invoked_subcommand not in SERVICE_COMMANDS:
+        from mixforge.services import use_running
+
+        use_running()  # what `mixforge up` started, unless RAY_ADDRESS or PREFECT_API_URL say otherwise
 
 
 def _reported_by_the_cli(record: logging.LogRecord) -> bool:

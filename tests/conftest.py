@@ -18,6 +18,8 @@ def pytest_configure(config: pytest.Config) -> None:
     home = Path(os.environ.get("PYTEST_PREFECT_HOME", "/tmp/mixforge-test-prefect"))
     home.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PREFECT_HOME", str(home))
+    # not the Ray head and Prefect server of a developer's `mixforge up` (a test that wants them starts its own)
+    os.environ["MIXFORGE_SERVICES"] = str(home / "no-services.json")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")

@@ -31,7 +31,7 @@ import yaml
 from demo_run import demo_run
 from playwright.sync_api import Locator, Page, expect, sync_playwright
 
-from dashboards.local_prefect import api_healthy
+from mixforge.services import api_healthy
 from mixtures.config import ExperimentConfig
 from mixtures.io import read_metrics, read_mixtures
 from mixtures.proxy import CompactVocab, ProxyConfig
@@ -322,16 +322,23 @@ def test_with_prefect_api_url_the_dashboard_uses_that_server(tmp_path, page):
         stop(ui)
 
 
-def test_a_prefect_server_already_on_the_port_is_reused_and_outlives_the_dashboard(prefect_server, tmp_path):
-    """No PREFECT_API_URL, but a Prefect server answers on --prefect-port: `mixforge ui` serves the flow there
-    and leaves the server running when it stops."""
+@pytest.mark.parametrize("named_by", ["--prefect-port", "mixforge up"])
+def test_a_prefect_server_already_on_the_port_is_reused_and_outlives_the_dashboard(prefect_server, tmp_path,
+                                                                                   named_by):
+    """No PREFECT_API_URL, but a Prefect server answers on --prefect-port, or `mixforge up` recorded one:
+    `mixforge ui` serves the flow there and leaves the server running when it stops."""
     api_url, server_env = prefect_server
     env = {k: v for k, v in server_env.items() if k not in ("MIXFORGE_UI_TOKEN", "PREFECT_API_URL")}
     ui_url = f"http://127.0.0.1:{free_port()}"
     (tmp_path / "run").mkdir()
     log = tmp_path / "ui.log"
-    ui = start([str(BIN / "mixforge"), "ui", str(tmp_path / "run"), "--port", ui_url.split(":")[-1],
-                "--prefect-port", api_url.split(":")[-1].removesuffix("/api")], log, env)
+    command = [str(BIN / "mixforge"), "ui", str(tmp_path / "run"), "--port", ui_url.split(":")[-1]]
+    if named_by == "--prefect-port":
+        command += ["--prefect-port", api_url.split(":")[-1].removesuffix("/api")]
+    else:  # a server `mixforge up` found running (pid null: not its own), on another port than the default
+        env["MIXFORGE_SERVICES"] = str(tmp_path / "services.json")
+        (tmp_path / "services.json").write_text(json.dumps({"prefect": {"address": api_url, "pid": None}}))
+    ui = start(command, log, env)
     try:
         wait_for(lambda: urllib.request.urlopen(f"{ui_url}/_stcore/health", timeout=2).read() == b"ok",
                  "mixforge ui", ui, log, seconds=UI_START_S)

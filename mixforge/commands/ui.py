@@ -2,8 +2,8 @@
 
 With PREFECT_API_URL set, the RegMix page launches experiments on that server (deployments of
 `mixture_experiment` made there). Without it, the command brings its own: a local Prefect server on
-127.0.0.1 (reused if one already answers on --prefect-port) serving `mixture_experiment` for this run, for
-as long as the dashboard runs (dashboards/local_prefect.py).
+127.0.0.1 (reused if one already answers on --prefect-port, as `mixforge up`'s does) serving
+`mixture_experiment` for this run, for as long as the dashboard runs (dashboards/local_prefect.py).
 """
 
 from __future__ import annotations
@@ -16,8 +16,11 @@ import sys
 import tempfile
 from contextlib import nullcontext
 from pathlib import Path
+from urllib.parse import urlparse
 
 import typer
+
+from mixforge import services
 
 LOOPBACK_NAMES = ("localhost",)
 
@@ -33,8 +36,9 @@ def ui(
     token: str = typer.Option(None, envvar="MIXFORGE_UI_TOKEN", show_envvar=True,
                               help="Ask visitors for this token (or ?token=... in the address) before showing "
                                    "anything."),
-    prefect_port: int = typer.Option(4200, help="Without PREFECT_API_URL: port of the local Prefect server the "
-                                                "dashboard starts (or reuses) on 127.0.0.1."),
+    prefect_port: int = typer.Option(services.DEFAULT_PREFECT_PORT,
+                                     help="Without PREFECT_API_URL: port of the local Prefect server the "
+                                          "dashboard starts (or reuses) on 127.0.0.1."),
 ) -> None:
     """Open the dashboard: runs, SQL console, clusters, scores and RegMix, for RUN_DIR."""
     import dashboards
@@ -53,7 +57,7 @@ def ui(
         env[TOKEN_ENV] = token
     from prefect.settings import PREFECT_API_URL
 
-    from dashboards.local_prefect import LocalPrefectError, local_prefect
+    from dashboards.local_prefect import local_prefect
 
     app_path = Path(dashboards.__file__).with_name("app.py")
     command = [sys.executable, "-m", "streamlit", "run", str(app_path), "--server.address", host,
@@ -62,8 +66,11 @@ def ui(
     shown = "localhost" if is_loopback(host) else host
     # SIGTERM as Ctrl-C, so that the local Prefect server and the serving process stop with the dashboard
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    prefect = (nullcontext(PREFECT_API_URL.value()) if PREFECT_API_URL.value() else
-               local_prefect(run_dir, prefect_port, Path(tempfile.mkdtemp(prefix="mixforge-ui-")), typer.echo))
+    api = PREFECT_API_URL.value()
+    if "PREFECT_API_URL" in services.applied:  # `mixforge up`'s server: serve the experiments on it
+        prefect_port, api = urlparse(api).port or prefect_port, None
+    prefect = nullcontext(api) if api else local_prefect(run_dir, prefect_port,
+                                                         Path(tempfile.mkdtemp(prefix="mixforge-ui-")), typer.echo)
     try:
         with prefect as api:
             env["PREFECT_API_URL"] = api
@@ -76,7 +83,7 @@ def ui(
                 if streamlit.poll() is None:
                     streamlit.terminate()
                     streamlit.wait()
-    except LocalPrefectError as error:
+    except services.ServiceError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
