@@ -458,7 +458,7 @@ def print_cold_starts(cores: int) -> None:
     print(f"Cold start, each in a fresh process on {FIXED_DOCS} documents, median (range) of {len(walls['embedded'])}: "
           f"`mixforge curate` takes {embedded} (imports, Ray and Prefect's temporary server starting together, the "
           f"run, the summary), {with_server} with a Prefect server running (PREFECT_API_URL), {with_both} with a "
-          f"Prefect server and a Ray head running (and RAY_ADDRESS); datatrove's pipelines {theirs}.")
+          f"Prefect server and a Ray head running (after `mixforge up`); datatrove's pipelines {theirs}.")
 
 
 def report(size: int, cores: int, ours: tuple, theirs: tuple) -> None:

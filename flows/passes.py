@@ -15,7 +15,7 @@ from flows.config import RunConfig
 from flows.engine import ShardWorker, StagedChain
 from operators.base import Operator, StageStats, split_dropped
 from operators.dup_clusters import DedupResult
-from operators.reader import expand_inputs, plan_units, reader_for, split_unit
+from operators.reader import plan_units, reader_for, split_unit
 from operators.tokenize import Tokenize
 from storage.shards import ShardWriter
 
@@ -83,11 +83,12 @@ def warm_up(config: RunConfig) -> None:
     Tokenize(encoding=config.tokenize.encoding, threads=1)
 
 
-def warm_up_workers(config: RunConfig) -> int | None:
-    """How many workers the first pass can keep busy: its units, as the flow will plan them (None when the
-    inputs cannot be planned now: a hint, so any failure is left to the flow, which reports it)."""
+def warm_up_workers(config: RunConfig, files: list[str]) -> int | None:
+    """How many workers the first pass can keep busy: its units, as the flow will plan them from `files` (the
+    expanded inputs the CLI checked; None when they cannot be planned now: a hint, so any failure is left to
+    the flow, which reports it)."""
     try:
-        return len(plan_units(expand_inputs(config.inputs.paths), config.inputs.unit_bytes))
+        return len(plan_units(files, config.inputs.unit_bytes))
     except Exception:
         return None
 

@@ -101,15 +101,24 @@ def test_big_files_split_across_workers_equal_the_unsplit_run(big_inputs, ray_lo
 
 
 
-def test_the_warm_up_is_sized_to_the_first_passs_units(big_inputs, tmp_path):
-    """start_services warms as many workers as the first pass has units: parts of big files count, and inputs
-    that cannot be planned leave the count to the cluster (the flow reports them)."""
-    def count(paths: list[str], unit_bytes: int) -> int | None:
-        return warm_up_workers(RunConfig.model_validate({"inputs": {"paths": paths, "unit_bytes": unit_bytes}}))
+def test_the_warm_up_is_sized_to_the_first_passs_units(big_inputs, monkeypatch):
+    """start_services warms as many workers as the first pass has units, planned from the files the CLI
+    expanded: parts of big files count, and inputs that cannot be planned now (a transient error while their
+    parts are cut) leave the count to the cluster (the flow plans again and reports them)."""
+    import flows.passes
+    from operators.reader import TransientInputError
+
+    def count(files: list[str], unit_bytes: int) -> int | None:
+        return warm_up_workers(RunConfig.model_validate({"inputs": {"paths": files, "unit_bytes": unit_bytes}}), files)
 
     assert count(big_inputs[2:], 1 << 30) == 1
     assert count(big_inputs[:1], 300_000) == len(plan_units(big_inputs[:1], 300_000)) >= 3
-    assert count([str(tmp_path / "missing.jsonl")], 1 << 30) is None
+
+    def unreachable(files: list[str], unit_bytes: int) -> list[str]:
+        raise TransientInputError(f"{files[0]}: cannot plan its units: connection reset; rerun to retry")
+
+    monkeypatch.setattr(flows.passes, "plan_units", unreachable)
+    assert count(big_inputs[:1], 300_000) is None
 
 
 def test_a_stage_builds_its_worker_once_per_process_not_per_unit(ray_local, tmp_path):

@@ -31,9 +31,9 @@ def curate(
 
     try:
         run_config = load_config(config)
-        expand_inputs(run_config.inputs.paths)  # before the flow starts: one line, not Prefect's traceback
+        files = expand_inputs(run_config.inputs.paths)  # before the flow: one line, not Prefect's traceback
         with start_services(ray_address or run_config.ray.address, run_config.ray.num_cpus, warm_up, (run_config,),
-                            warm_workers=functools.partial(warm_up_workers, run_config)):
+                            warm_workers=functools.partial(warm_up_workers, run_config, files)):
             from flows.curate import curate as curate_flow  # Prefect's import, after its server's start
 
             curate_flow(config=run_config, out=out, ray_address=ray_address, progress=progress, restart=restart)

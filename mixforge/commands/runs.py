@@ -32,9 +32,10 @@ def run(
 
     try:
         pipeline_config = load_config(config, PipelineConfig)
-        expand_inputs(pipeline_config.inputs.paths)  # before the flow starts: one line, not Prefect's traceback
+        files = expand_inputs(pipeline_config.inputs.paths)  # before the flow: one line, not Prefect's traceback
+        warm_workers = functools.partial(warm_up_workers, pipeline_config, files)
         with start_services(ray_address or pipeline_config.ray.address, pipeline_config.ray.num_cpus, warm_up,
-                            (pipeline_config,), warm_workers=functools.partial(warm_up_workers, pipeline_config)):
+                            (pipeline_config,), warm_workers=warm_workers):
             pipeline(config=pipeline_config, out=out, ray_address=ray_address, progress=progress)
     except (ConfigError, RunMismatch, FileNotFoundError) as error:  # what the user can fix: bad config or paths
         fail(error)
