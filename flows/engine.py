@@ -82,7 +82,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     with contextlib.nullcontext() if verbose else _without_ray_startup_notice():
         if address:
             try:
-                ray.init(address=address, log_to_driver=False, logging_level=level)
+                ray.init(address=address, log_to_driver=False, logging_level=level,
+                         runtime_env=_forwarded_variables())
             except ConnectionError as error:  # `ray start` turns token authentication on; only "auto" finds it
                 if address == "auto" or os.environ.get("RAY_AUTH_MODE"):
                     raise
@@ -94,6 +95,18 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
                      logging_level=level)
     atexit.unregister(_shutdown_ray)  # once, and after Ray's own atexit shutdown so that it runs before it
     atexit.register(_shutdown_ray)
+
+
+FORWARD_ENV = "MIXFORGE_FORWARD_VARIABLES"  # names, comma-separated: see _forwarded_variables
+
+
+def _forwarded_variables() -> dict | None:
+    """The runtime environment that gives the job's workers this process's values of the variables named in
+    MIXFORGE_FORWARD_VARIABLES (`mixforge up` names those its head was started without: the head's workers
+    run with the head's environment, not the command's). None when none are named: a runtime environment
+    costs a job's first tasks 0.5-1 s (2 cores), and a cluster's nodes keep their own (docs/cluster.md)."""
+    names = [name for name in os.environ.get(FORWARD_ENV, "").split(",") if name in os.environ]
+    return {"env_vars": {name: os.environ[name] for name in names}} if names else None
 
 
 def _shutdown_ray() -> None:

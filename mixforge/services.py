@@ -30,6 +30,12 @@ RECORD_ENV = "MIXFORGE_SERVICES"
 DEFAULT_PREFECT_PORT = 4200  # Prefect's own default, where `mixforge ui` looks for a server too
 START_TIMEOUT_S = 120  # a Prefect server's first start creates its database: 15-25 s here, more when busy
 LABELS = {"ray": "Ray", "prefect": "Prefect"}
+# flows.engine.FORWARD_ENV, not imported: the engine's imports would slow every command
+FORWARD_ENV = "MIXFORGE_FORWARD_VARIABLES"
+# What Ray workers read from their environment: cloud credentials and endpoints, model caches and switches,
+# an LLM endpoint's key, mixforge's own switches (--verbose).
+WORKER_VARIABLES = ("AWS_", "AZURE_", "GOOGLE_", "HF_", "HUGGINGFACE_", "MIXFORGE_", "OPENAI_", "TRANSFORMERS_",
+                    "TOKENIZERS_")
 applied: set[str] = set()  # the variables use_running set in this process (the others are the user's)
 
 
@@ -105,6 +111,22 @@ def use_running() -> None:
             for key, value in environment({name: services[name]}).items():
                 os.environ[key] = value
                 applied.add(key)
+    if "RAY_ADDRESS" in applied and (changed := _changed_since(services["ray"])):
+        os.environ[FORWARD_ENV] = ",".join(changed)  # flows.engine.init_ray gives them to the workers
+        applied.add(FORWARD_ENV)
+
+
+def _changed_since(head: Service) -> list[str]:
+    """The variables the workers read (WORKER_VARIABLES) that this process has and the head's environment
+    (that of the `mixforge up` that started it, which its workers inherit) lacks or has with another value."""
+    import psutil
+
+    try:
+        theirs = psutil.Process(head.pid).environ()
+    except psutil.Error:  # not readable: give the workers all of them
+        theirs = {}
+    return sorted(name for name, value in os.environ.items()
+                  if name.startswith(WORKER_VARIABLES) and name != FORWARD_ENV and theirs.get(name) != value)
 
 
 def up(cpus: int | None, prefect_port: int, echo: Callable[[str], None]) -> dict[str, Service]:

@@ -16,6 +16,7 @@ import psutil
 import pytest
 from prefect_server import small_config
 
+from flows import engine
 from mixforge import services
 from mixforge.local_cluster import free_port, is_alive
 
@@ -71,6 +72,15 @@ def test_up_starts_services_that_later_commands_use_and_down_stops_them(tmp_path
         assert [flow_run["state_type"] for flow_run in flow_runs] == ["COMPLETED"]
         head_env = {**user_env, **services.environment({"ray": services.Service(**record["ray"])})}
         assert any(" curate " in entrypoint for entrypoint in ray_jobs(record["ray"]["address"], head_env))
+
+        # the head was started in another environment: a command's variables that it lacks reach the workers
+        probe = ("import os; from mixforge.services import use_running; use_running(); from flows.engine import "
+                 "fan_out; read = lambda name: os.environ.get(name); print(os.environ['MIXFORGE_FORWARD_VARIABLES']); "
+                 "print(sorted({value for _, value in fan_out(read, [('MIXFORGE_TEST_PROBE',)] * 2)}))")
+        seen = subprocess.run([sys.executable, "-c", probe], env={**user_env, "MIXFORGE_TEST_PROBE": "this command"},
+                              capture_output=True, text=True, timeout=120)
+        assert seen.stdout.strip().splitlines()[-2:] == ["MIXFORGE_TEST_PROBE", "['this command']"], \
+            seen.stderr[-2000:]
     finally:
         stopped = mixforge("down", env=user_env)
     assert stopped.returncode == 0, stopped.stderr[-2000:]
@@ -105,6 +115,7 @@ def test_a_stale_record_is_ignored_and_the_users_variables_win(tmp_path, monkeyp
     assert os.environ["RAY_ADDRESS"] == "head:6379" and "RAY_AUTH_TOKEN" not in os.environ
     assert os.environ["PREFECT_API_URL"] == "http://127.0.0.1:9/api"
     assert services.applied == {"PREFECT_API_URL"}
+    assert services.FORWARD_ENV == engine.FORWARD_ENV  # one name, written twice to keep the CLI's start light
 
 
 def ray_heads_of_up() -> set[str]:
