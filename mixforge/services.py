@@ -101,8 +101,9 @@ def environment(services: dict[str, Service]) -> dict[str, str]:
 
 def use_running() -> None:
     """Point this process (and what it starts) at the recorded services the user's variables do not override:
-    a RAY_ADDRESS the user set keeps Ray's variables theirs, and PREFECT_API_URL Prefect's. Costs a file read
-    and a process lookup (a health request for a Prefect server found running)."""
+    a RAY_ADDRESS the user set keeps Ray's variables theirs, and PREFECT_API_URL Prefect's. The variables the
+    head's workers would not share with this process are named in FORWARD_ENV for init_ray to hand on. Costs a
+    file read and a process lookup (a health request for a Prefect server found running)."""
     if not record_path().exists():
         return
     services = running()
@@ -137,28 +138,28 @@ def up(cpus: int | None, prefect_port: int, echo: Callable[[str], None]) -> dict
     home = record_path().parent
     home.mkdir(parents=True, exist_ok=True)
     head = _spawn_ray_head(cpus, home / "ray-head.log") if "ray" in started else None
+    server = None
     try:
         if "prefect" in started:
-            log = home / "prefect-server.log"
+            api, log = prefect_api(prefect_port), home / "prefect-server.log"
             server = prefect_server(prefect_port, log)
-            services["prefect"] = Service(address=prefect_api(prefect_port))
+            services["prefect"] = _service_of(server, api, log) if server else Service(address=api)
             if server is None:
                 started.discard("prefect")
-            else:
-                services["prefect"] = _service_of(server, prefect_api(prefect_port), log)
         if head is not None:
             _wait_for_ray(*head)
             services["ray"] = head[1]
-    except BaseException:
+    except BaseException:  # leave nothing running that the record would not name
         if head is not None:
             _stop_head(*head)
+        if server is not None:
+            stop(server)
         raise
     _write_record(services)
     for name, service in sorted(services.items(), reverse=True):
         state = "started" if name in started else "running"
         if name == "ray":
-            echo(f"Ray: head {state} at {service.address} ({service.cpus} CPUs; log: "
-                 f"{service.log})")
+            echo(f"Ray: head {state} at {service.address} ({service.cpus} CPUs; log: {service.log})")
         else:
             echo(f"Prefect: server {state} at {service.address} (UI: {service.address.removesuffix('/api')}"
                  + (f"; log: {service.log})" if service.log else ")"))
