@@ -151,7 +151,7 @@ def up(cpus: int | None, prefect_port: int, echo: Callable[[str], None]) -> dict
             services["ray"] = head[1]
     except BaseException:  # leave nothing running that the record would not name
         if head is not None:
-            _stop_head(*head)
+            _stop_service(head[1])
         if server is not None:
             stop(server)
         raise
@@ -169,15 +169,12 @@ def up(cpus: int | None, prefect_port: int, echo: Callable[[str], None]) -> dict
 def down(echo: Callable[[str], None]) -> None:
     """Stop the recorded services this module started and forget the record (a server found running, not
     started by `up`, is left running)."""
-    from mixforge.local_cluster import stop_trees
-
     services = running()
     for name, service in services.items():
         if service.pid is None:
             echo(f"{LABELS[name]}: {service.address} was running before `mixforge up`; left running")
             continue
-        stop_trees([service.pid], grace=5)
-        shutil.rmtree(service.temp_dir or "", ignore_errors=True)
+        _stop_service(service)
         echo(f"{LABELS[name]}: stopped {service.address}")
     if not services:
         echo("nothing recorded is running")
@@ -286,8 +283,11 @@ def _service_of(process: subprocess.Popen, address: str, log: Path) -> Service:
     return Service(address=address, pid=process.pid, started=psutil.Process(process.pid).create_time(), log=str(log))
 
 
-def _stop_head(process: subprocess.Popen, service: Service) -> None:
-    stop(process)
+def _stop_service(service: Service) -> None:
+    """Stop a service's process tree and remove its session files (Ray's)."""
+    from mixforge.local_cluster import stop_trees
+
+    stop_trees([service.pid], grace=5)
     shutil.rmtree(service.temp_dir or "", ignore_errors=True)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from mixforge.services import DEFAULT_PREFECT_PORT
+from mixforge import services
 
 
 def register(app: typer.Typer) -> None:
@@ -14,8 +14,9 @@ def register(app: typer.Typer) -> None:
 
 def up(
     cpus: int = typer.Option(None, help="CPUs the Ray head offers (default: all of this machine's)."),
-    prefect_port: int = typer.Option(DEFAULT_PREFECT_PORT, help="Port of the Prefect server on 127.0.0.1 (one "
-                                                                "already answering there is used)."),
+    prefect_port: int = typer.Option(services.DEFAULT_PREFECT_PORT,
+                                     help="Port of the Prefect server on 127.0.0.1 (one already answering there "
+                                          "is used)."),
 ) -> None:
     """Start a local Ray head and a Prefect server, and use them in every later mixforge command.
 
@@ -23,8 +24,6 @@ def up(
     about 9 s with both up). Variables you set (RAY_ADDRESS, PREFECT_API_URL) still win. Stop them with
     `mixforge down`.
     """
-    from mixforge import services
-
     try:
         services.up(cpus, prefect_port, typer.echo)
     except services.ServiceError as error:
@@ -36,6 +35,4 @@ def up(
 
 def down() -> None:
     """Stop the Ray head and the Prefect server that `mixforge up` started."""
-    from mixforge import services
-
     services.down(typer.echo)
